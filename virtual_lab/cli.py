@@ -1,0 +1,100 @@
+"""The ``virtual-lab`` command: thin wrappers over library functions.
+
+Every subcommand's ``--help`` ends with an example. Errors in user input end with one line on stderr and a
+non-zero exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from virtual_lab import __version__
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from virtual_lab.pipeline import run_protocol
+    from virtual_lab.protocol import load_protocol
+
+    protocol = load_protocol(args.protocol)
+    if args.output_dir is not None:
+        import dataclasses
+
+        protocol = dataclasses.replace(protocol, output_dir=str(args.output_dir))
+    result = run_protocol(protocol, progress=not args.quiet, n_threads=args.threads)
+    print(result.summary_text())
+    return 0 if result.ok else EXIT_FAILURE
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from virtual_lab.sessions import inspect_sessions
+
+    messages = inspect_sessions(args.path)
+    serious = [m for m in messages if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION", "ERROR")]
+    for message in messages:
+        print(f"{message.importance.name}: {message.file_path}: {message.check_function_name}: {message.message}")
+    print(f"{len(messages)} message(s), {len(serious)} critical or best-practice violation(s)")
+    return EXIT_FAILURE if serious else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="virtual-lab",
+        description="Simulated recording experiments: train networks under known learning rules, record them "
+                    "as NWB sessions, observe them through a virtual rig and decode the rule.",
+        epilog="example:\n  virtual-lab run protocols/quickstart.toml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"virtual-lab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run", help="train, record, observe and decode everything a protocol describes",
+        description="Train every network of a protocol's sweep (reusing complete sessions), write one NWB "
+                    "session per run, observe the sessions through the protocol's rig settings, decode the "
+                    "learning rule with grouped cross-validation and write a report.",
+        epilog="example:\n  virtual-lab run protocols/quickstart.toml\n"
+               "  virtual-lab run protocols/quickstart.toml --output-dir /tmp/recordings",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("protocol", type=Path, help="protocol TOML file")
+    run.add_argument("--output-dir", type=Path, default=None,
+                     help="override the protocol's output_dir (sessions go to OUTPUT_DIR/<protocol name>/)")
+    run.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=_cmd_run)
+
+    inspect = sub.add_parser(
+        "inspect", help="run nwbinspector over sessions",
+        description="Check NWB sessions with nwbinspector (DANDI configuration).",
+        epilog="example:\n  virtual-lab inspect recordings/quickstart",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    inspect.add_argument("path", type=Path, help="an NWB file or a folder of them")
+    inspect.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``virtual-lab`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("virtual-lab: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # ProtocolError is a ValueError
+        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"virtual-lab: error: {message}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(err, ValueError) else EXIT_FAILURE

@@ -1,0 +1,426 @@
+"""Population training engine with ground-truth checkpoint recording.
+
+Many independent networks of one architecture advance in one batched computation: parameters are stacked
+as ``[N, out, in]``, the forward pass is ``baddbmm``, and the backward pass is written by hand, which is what
+lets one population mix learning rules. Backprop sends the error back through ``W``, feedback alignment
+through a fixed random ``B``, information alignment through a ``B`` trained by its layer-local loss. Each
+network keeps its own seed, initialization, data order, learning rule and learning rate, and its results
+equal a one-network-at-a-time reference within float tolerance (``tests/test_train.py``).
+
+A network whose loss becomes NaN/inf is marked diverged and frozen at that step; its later checkpoints are
+NaN. Its neighbours are unaffected: every operation is independent along the network axis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from virtual_lab import __version__
+from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.lab.rules import IA_DEFAULTS, get_rule
+from virtual_lab.lab.tasks import Task
+from virtual_lab.seeding import derive_seed, stable_hash
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_SPACINGS = ("linear", "log")
+SGD_MOMENTUM = 0.9
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one training run (and therefore its deterministic ``run_id``).
+
+    Attributes
+    ----------
+    rule : str
+        Learning rule name (see :data:`virtual_lab.lab.rules.RULES`).
+    learning_rate : float
+    batch_size : int
+    n_epochs : int
+    seed : int
+        Seed of this network's initialization and data order.
+    layer_sizes : tuple of int
+        Input size, hidden sizes, output size, e.g. ``(64, 128, 128, 10)``.
+    task : str
+    task_seed : int
+        Seed of the task's train/probe split.
+    n_probe : int
+    n_checkpoints : int
+        Recorded checkpoints including initialization.
+    checkpoint_spacing : {"linear", "log"}
+    ia_alpha, ia_beta, ia_gamma : float
+        Information-alignment loss weights (used by ``information_alignment`` only).
+    protocol : str
+        Name of the protocol the run belongs to (not part of the id).
+    """
+
+    rule: str
+    learning_rate: float
+    batch_size: int
+    n_epochs: int
+    seed: int
+    layer_sizes: tuple[int, ...] = (64, 128, 128, 10)
+    task: str = "digits"
+    task_seed: int = 0
+    n_probe: int = 200
+    n_checkpoints: int = 21
+    checkpoint_spacing: str = "linear"
+    ia_alpha: float = IA_DEFAULTS["ia_alpha"]
+    ia_beta: float = IA_DEFAULTS["ia_beta"]
+    ia_gamma: float = IA_DEFAULTS["ia_gamma"]
+    protocol: str = ""
+
+    @property
+    def run_id(self) -> str:
+        """Deterministic id from the resolved spec and the code version (protocol name excluded)."""
+        fields = asdict(self)
+        fields.pop("protocol")
+        fields["code_version"] = __version__
+        return stable_hash(json.dumps(fields, sort_keys=True))
+
+    @property
+    def cohort_key(self) -> tuple:
+        """Runs with equal keys can train together in one batched population."""
+        return (self.layer_sizes, self.batch_size, self.n_epochs, self.task, self.task_seed, self.n_probe,
+                self.n_checkpoints, self.checkpoint_spacing)
+
+
+def checkpoint_schedule(n_steps: int, n_checkpoints: int, spacing: str = "linear") -> np.ndarray:
+    """Training steps at which the ground truth is recorded, initialization (step 0) included.
+
+    Parameters
+    ----------
+    n_steps : int
+        Total training steps.
+    n_checkpoints : int
+        Number of checkpoints, >= 2.
+    spacing : {"linear", "log"}, default="linear"
+
+    Returns
+    -------
+    ndarray of int64, shape (n_checkpoints,)
+        Strictly increasing, starting at 0 and ending at ``n_steps``.
+
+    Examples
+    --------
+    >>> checkpoint_schedule(100, 5).tolist()
+    [0, 25, 50, 75, 100]
+    """
+    if n_checkpoints < 2:
+        raise ValueError(f"n_checkpoints must be >= 2, got {n_checkpoints}")
+    if n_checkpoints > n_steps + 1:
+        raise ValueError(f"{n_checkpoints} checkpoints need at least {n_checkpoints - 1} training steps; "
+                         f"this run has {n_steps}")
+    if spacing == "linear":
+        steps = np.round(np.linspace(0, n_steps, n_checkpoints)).astype(np.int64)
+    elif spacing == "log":
+        steps = np.concatenate([[0], np.round(np.geomspace(1, n_steps, n_checkpoints - 1))]).astype(np.int64)
+        for i in range(1, len(steps)):  # rounding can collide at the start: push duplicates forward
+            steps[i] = max(steps[i], steps[i - 1] + 1)
+        if steps[-1] > n_steps:
+            raise ValueError(f"{n_checkpoints} log-spaced checkpoints do not fit in {n_steps} steps")
+    else:
+        raise ValueError(f"checkpoint spacing must be one of {', '.join(CHECKPOINT_SPACINGS)}; got {spacing!r}")
+    return steps
+
+
+def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
+    return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
+
+
+def init_parameters(layer_sizes: Sequence[int], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
+                                                                    list[torch.Tensor]]:
+    """One network's initial forward weights, biases and feedback matrices.
+
+    PyTorch's ``nn.Linear`` default, U(-1/sqrt(in), 1/sqrt(in)), for W and b; every feedback matrix B is a
+    further independent draw from the same distribution (so B is never W^T). Draw order is fixed (all W, b,
+    then all B) so initial W does not depend on the rule.
+
+    Returns
+    -------
+    weights : list of Tensor, shapes (out, in)
+    biases : list of Tensor, shapes (out,)
+    feedback : list of Tensor, shapes (out, in)
+    """
+    generator = torch.Generator().manual_seed(derive_seed(seed, "init"))
+    weights, biases = [], []
+    for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        bound = 1.0 / math.sqrt(n_in)
+        weights.append(_uniform((n_out, n_in), bound, generator))
+        biases.append(_uniform((n_out,), bound, generator))
+    feedback = [_uniform(w.shape, 1.0 / math.sqrt(w.shape[1]), generator) for w in weights]
+    return weights, biases, feedback
+
+
+def batch_order(seed: int, n_train: int, batch_size: int, n_epochs: int) -> torch.Tensor:
+    """Indices of every training batch of one network, shape (n_epochs * steps_per_epoch, batch_size).
+
+    A fresh permutation per epoch from the network's own data-order stream; the last partial batch of an
+    epoch is dropped.
+    """
+    generator = torch.Generator().manual_seed(derive_seed(seed, "data"))
+    per_epoch = n_train // batch_size
+    if per_epoch < 1:
+        raise ValueError(f"batch_size={batch_size} is larger than the training set ({n_train} examples)")
+    epochs = [torch.randperm(n_train, generator=generator)[: per_epoch * batch_size].view(per_epoch, batch_size)
+              for _ in range(n_epochs)]
+    return torch.cat(epochs)
+
+
+class _Optimizer:
+    """Per-network SGD (Nesterov momentum) or Adam on stacked parameters ``[N, ...]``.
+
+    Matches ``torch.optim.SGD(momentum=0.9, nesterov=True)`` and ``torch.optim.Adam`` element-wise.
+    """
+
+    def __init__(self, params: list[torch.Tensor], is_adam: torch.Tensor, learning_rate: torch.Tensor):
+        self.params = params
+        self.is_adam = is_adam
+        self.any_adam = bool(is_adam.any())
+        self.any_sgd = bool((~is_adam).any())
+        self.learning_rate = learning_rate
+        self.buf = [torch.zeros_like(p) for p in params] if self.any_sgd else []
+        self.m = [torch.zeros_like(p) for p in params] if self.any_adam else []
+        self.v = [torch.zeros_like(p) for p in params] if self.any_adam else []
+        self.t = 0
+
+    def step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
+        self.t += 1
+        lr = self.learning_rate * active
+        b1, b2 = ADAM_BETAS
+        bc1 = 1 - b1 ** self.t
+        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            shape = (-1,) + (1,) * (p.dim() - 1)
+            if self.any_sgd:
+                buf = self.buf[i].mul_(SGD_MOMENTUM).add_(g)
+                update = g + SGD_MOMENTUM * buf
+            if self.any_adam:
+                m = self.m[i].mul_(b1).add_(g, alpha=1 - b1)
+                v = self.v[i].mul_(b2).addcmul_(g, g, value=1 - b2)
+                adam_update = (m / bc1) / (v.sqrt() / bc2_sqrt + ADAM_EPS)
+                update = torch.where(self.is_adam.view(shape), adam_update, update) if self.any_sgd else adam_update
+            p.sub_(lr.view(shape) * update)
+
+
+class _Recorder:
+    """Preallocated numpy buffers for every network's checkpoints."""
+
+    def __init__(self, n_nets: int, n_checkpoints: int, n_probe: int, layer_sizes: Sequence[int]):
+        outs, ins = layer_sizes[1:], layer_sizes[:-1]
+        self.activations = [np.full((n_nets, n_checkpoints, n_probe, o), np.nan, np.float32) for o in outs]
+        self.weights = [np.full((n_nets, n_checkpoints, o, i), np.nan, np.float32) for o, i in zip(outs, ins)]
+        self.change = [np.full((n_nets, n_checkpoints, n_probe), np.nan, np.float32) for _ in outs]
+        self.train_loss = np.full((n_nets, n_checkpoints), np.nan, np.float32)
+        self.test_accuracy = np.full((n_nets, n_checkpoints), np.nan, np.float32)
+
+
+def _forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]):
+    """Batched forward pass. x: [N, B, in]. Returns (pre-activations, layer outputs), one per layer."""
+    pre, outs = [], []
+    a = x
+    last = len(weights) - 1
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        h = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))
+        a = h if i == last else torch.relu(h)
+        pre.append(h)
+        outs.append(a)
+    return pre, outs
+
+
+def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per network. logits [N, B, C], targets [N, B] -> [N]."""
+    logp = torch.log_softmax(logits, dim=2)
+    return -logp.gather(2, targets.unsqueeze(2)).squeeze(2).mean(1)
+
+
+def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
+                     progress: Callable[[int], None] | None = None) -> list[GroundTruth]:
+    """Train a population of networks of one architecture in one batched computation.
+
+    Parameters
+    ----------
+    specs : sequence of RunSpec
+        The runs; they must share :attr:`RunSpec.cohort_key` (architecture, batch size, epochs, task,
+        checkpoints). Rules, learning rates and seeds may differ.
+    task : Task
+        The task every run trains on (``task.name`` must match the specs).
+    device : str, default="cpu"
+        Torch device, e.g. ``"cuda"``.
+    progress : callable, optional
+        Called with the number of network-steps just completed.
+
+    Returns
+    -------
+    list of GroundTruth
+        One per spec, in order.
+    """
+    if not specs:
+        return []
+    keys = {s.cohort_key for s in specs}
+    if len(keys) > 1:
+        raise ValueError("all runs of one population must share architecture, batch size, epochs, task and "
+                         "checkpoints; group them by RunSpec.cohort_key first")
+    first = specs[0]
+    if task.name != first.task or task.n_features != first.layer_sizes[0] or task.n_classes != first.layer_sizes[-1]:
+        raise ValueError(f"task {task.name!r} ({task.n_features} inputs, {task.n_classes} classes) does not match "
+                         f"the runs (task {first.task!r}, layer sizes {first.layer_sizes})")
+    rules = [get_rule(s.rule) for s in specs]
+    dev = torch.device(device)
+    n_nets = len(specs)
+    sizes = first.layer_sizes
+    n_layers = len(sizes) - 1
+    n_train = len(task.train_y)
+
+    init = [init_parameters(sizes, s.seed) for s in specs]
+    weights = [torch.stack([p[0][l] for p in init]).to(dev) for l in range(n_layers)]
+    biases = [torch.stack([p[1][l] for p in init]).to(dev) for l in range(n_layers)]
+    feedback = [torch.stack([p[2][l] for p in init]).to(dev) for l in range(n_layers)]
+    orders = torch.stack([batch_order(s.seed, n_train, s.batch_size, s.n_epochs) for s in specs]).to(dev)
+    n_steps = orders.shape[1]
+    schedule = checkpoint_schedule(n_steps, first.n_checkpoints, first.checkpoint_spacing)
+
+    is_adam = torch.tensor([r.optimizer == "adam" for r in rules], device=dev)
+    uses_w = torch.tensor([r.feedback == "transpose" for r in rules], device=dev).view(-1, 1, 1)
+    learning_rate = torch.tensor([s.learning_rate for s in specs], dtype=torch.float32, device=dev)
+    optimizer = _Optimizer(weights + biases, is_adam, learning_rate)
+    ia_index = torch.tensor([i for i, r in enumerate(rules) if r.feedback == "information_alignment"],
+                            dtype=torch.long, device=dev)
+    ia_optimizer = None
+    if len(ia_index):
+        ia_feedback = [f.index_select(0, ia_index) for f in feedback]
+        ia_optimizer = _Optimizer(ia_feedback, is_adam.index_select(0, ia_index),
+                                  learning_rate.index_select(0, ia_index))
+        ia_coef = [torch.tensor([getattr(specs[i], name) for i in ia_index.tolist()], dtype=torch.float32,
+                                device=dev).view(-1, 1, 1) for name in ("ia_alpha", "ia_beta", "ia_gamma")]
+
+    train_x = torch.as_tensor(task.train_x, device=dev)
+    train_y = torch.as_tensor(task.train_y, device=dev)
+    probe_x = torch.as_tensor(task.probe_x, device=dev)
+    probe_y = torch.as_tensor(task.probe_y, device=dev)
+    active = torch.ones(n_nets, dtype=torch.float32, device=dev)
+    diverged_step = np.full(n_nets, -1, dtype=np.int64)
+    recorder = _Recorder(n_nets, len(schedule), len(probe_y), sizes)
+
+    def record(index: int) -> None:
+        alive = active.bool().cpu().numpy()
+        with torch.no_grad():
+            pre, outs = _forward(probe_x.expand(n_nets, -1, -1), weights, biases)
+            for l in range(n_layers):
+                recorder.activations[l][alive, index] = outs[l].cpu().numpy()[alive]
+                recorder.weights[l][alive, index] = weights[l].cpu().numpy()[alive]
+                deriv = (pre[l] > 0).float() if l < n_layers - 1 else torch.ones_like(pre[l])
+                change = torch.einsum("nbo,no->nb", deriv, weights[l].sum(2)) / sizes[l + 1]
+                recorder.change[l][alive, index] = change.cpu().numpy()[alive]
+            accuracy = (outs[-1].argmax(2) == probe_y).float().mean(1)
+            _, train_outs = _forward(train_x.expand(n_nets, -1, -1), weights, biases)
+            loss = _cross_entropy(train_outs[-1], train_y.expand(n_nets, -1))
+        recorder.train_loss[alive, index] = loss.cpu().numpy()[alive]
+        recorder.test_accuracy[alive, index] = accuracy.cpu().numpy()[alive]
+
+    next_checkpoint = 0
+    eye = torch.eye(sizes[-1], device=dev)
+    with torch.no_grad():
+        for step in range(n_steps + 1):
+            if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
+                record(next_checkpoint)
+                next_checkpoint += 1
+            if step == n_steps:
+                break
+            idx = orders[:, step]
+            x = train_x[idx]
+            y = train_y[idx]
+            pre, outs = _forward(x, weights, biases)
+            logits = outs[-1]
+            loss = _cross_entropy(logits, y)
+            bad = ~torch.isfinite(loss) & active.bool()
+            if bool(bad.any()):
+                for i in torch.nonzero(bad).flatten().tolist():
+                    diverged_step[i] = step
+                    logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
+                active = active * (~bad).float()
+            batch = x.shape[1]
+            delta = (torch.softmax(logits, dim=2) - eye[y]) / batch
+            grad_w, grad_b = [None] * n_layers, [None] * n_layers
+            inputs = [x] + outs[:-1]
+            for l in reversed(range(n_layers)):
+                grad_w[l] = torch.bmm(delta.transpose(1, 2), inputs[l])
+                grad_b[l] = delta.sum(1)
+                if l > 0:
+                    back = torch.where(uses_w, weights[l], feedback[l])
+                    delta = torch.bmm(delta, back) * (pre[l - 1] > 0)
+            if ia_optimizer is not None:
+                grad_feedback = []
+                alpha, beta, gamma = ia_coef
+                for l in range(n_layers):
+                    xl = inputs[l].index_select(0, ia_index)
+                    bl = ia_optimizer.params[l]
+                    yl = torch.bmm(xl, weights[l].index_select(0, ia_index).transpose(1, 2))
+                    amp = -torch.bmm(yl.transpose(1, 2), xl) / batch
+                    null = 2 * torch.bmm(yl.transpose(1, 2), torch.bmm(yl, bl)) / batch
+                    grad_feedback.append(alpha * amp + beta * null + gamma * 2 * bl)
+                ia_optimizer.step(grad_feedback, active.index_select(0, ia_index))
+                for l in range(n_layers):
+                    feedback[l].index_copy_(0, ia_index, ia_optimizer.params[l])
+            optimizer.step(grad_w + grad_b, active)
+            if progress is not None:
+                progress(n_nets)
+
+    results = []
+    rule_meta = {s.rule: get_rule(s.rule) for s in specs}
+    nonlinearities = ",".join(["relu"] * (n_layers - 1) + ["linear"])
+    names = tuple(f"fc{i + 1}" for i in range(n_layers))
+    for i, spec in enumerate(specs):
+        rule = rule_meta[spec.rule]
+        metadata = {
+            "run_id": spec.run_id,
+            "protocol": spec.protocol,
+            "rule": rule.name,
+            "family": rule.family,
+            "optimizer": rule.optimizer,
+            "feedback": rule.feedback,
+            "learning_rate": float(spec.learning_rate),
+            "batch_size": int(spec.batch_size),
+            "n_epochs": int(spec.n_epochs),
+            "n_steps": int(n_steps),
+            "seed": int(spec.seed),
+            "init_seed": int(derive_seed(spec.seed, "init")),
+            "data_seed": int(derive_seed(spec.seed, "data")),
+            "architecture": "mlp",
+            "layer_sizes": ",".join(map(str, sizes)),
+            "nonlinearities": nonlinearities,
+            "task": spec.task,
+            "task_seed": int(spec.task_seed),
+            "n_probe": int(spec.n_probe),
+            "checkpoint_spacing": spec.checkpoint_spacing,
+            "diverged": bool(diverged_step[i] >= 0),
+            "diverged_step": int(diverged_step[i]),
+            "virtual_lab_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        if rule.feedback == "information_alignment":
+            metadata.update(ia_alpha=float(spec.ia_alpha), ia_beta=float(spec.ia_beta), ia_gamma=float(spec.ia_gamma))
+        results.append(GroundTruth(
+            layer_names=names,
+            depth_positions=depth_positions(n_layers),
+            checkpoint_steps=schedule.copy(),
+            activations={n: recorder.activations[l][i] for l, n in enumerate(names)},
+            weights={n: recorder.weights[l][i] for l, n in enumerate(names)},
+            activity_change={n: recorder.change[l][i] for l, n in enumerate(names)},
+            train_loss=recorder.train_loss[i],
+            test_accuracy=recorder.test_accuracy[i],
+            probe_stimuli=task.probe_images.astype(np.float32),
+            probe_labels=task.probe_y.copy(),
+            metadata=metadata,
+        ))
+    return results

@@ -1,0 +1,177 @@
+"""A lazy, read-only view of a ground-truth session as a recording rig sees it.
+
+A :class:`Recording` never copies or mutates its source. Rig transforms (:mod:`virtual_lab.rig.transforms`)
+return new views that differ only in which units, synapses and checkpoints are kept and which noise
+steps are applied. Noise is drawn from ``default_rng((seed, layer_index, checkpoint_index, measure))`` over
+the *whole* layer at that checkpoint and then indexed, so any slice reads the same values however it is
+requested, and changing a noise level never changes which units were sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping
+
+import numpy as np
+
+from virtual_lab.lab.record import GroundTruth
+
+MEASURES = ("weight", "act", "gradavg")
+_MEASURE_CODE = {"weight": 0, "act": 1, "gradavg": 2}
+
+
+@dataclass(frozen=True)
+class NoiseStep:
+    """Additive Gaussian noise N(0, sd) (``relative``: sd times the measure's ground-truth std)."""
+
+    sd: float
+    relative: bool
+    measures: tuple[str, ...]
+    seed: int
+
+
+@dataclass(frozen=True, eq=False)
+class Recording:
+    """What a rig observes of one session.
+
+    Build one with :meth:`from_ground_truth`; narrow it with the transforms in
+    :mod:`virtual_lab.rig.transforms`.
+
+    Attributes
+    ----------
+    source : GroundTruth
+        The session observed (never modified).
+    unit_indices : dict of str to ndarray of int64
+        Positions of the kept units of each layer (the same units at every checkpoint).
+    synapse_indices : dict of str to ndarray of int64
+        Flat positions (into ``out * in``) of the kept synapses of each layer.
+    checkpoint_indices : ndarray of int64
+        Positions of the kept checkpoints in ``source.checkpoint_steps``.
+    noise : tuple of NoiseStep
+        Noise steps, applied in order.
+    provenance : tuple of dict
+        One entry per transform: its name, parameters and resolved seed.
+    """
+
+    source: GroundTruth
+    unit_indices: Mapping[str, np.ndarray]
+    synapse_indices: Mapping[str, np.ndarray]
+    checkpoint_indices: np.ndarray
+    noise: tuple[NoiseStep, ...] = ()
+    provenance: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    @classmethod
+    def from_ground_truth(cls, ground_truth: GroundTruth) -> "Recording":
+        """Full observation: every unit, every synapse, every checkpoint, no noise."""
+        units = {name: np.arange(ground_truth.activations[name].shape[2]) for name in ground_truth.layer_names}
+        synapses = {name: np.arange(int(np.prod(ground_truth.weights[name].shape[1:])))
+                    for name in ground_truth.layer_names}
+        return cls(ground_truth, units, synapses, np.arange(ground_truth.n_checkpoints))
+
+    # -- descriptive properties -------------------------------------------------------------------
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return self.source.layer_names
+
+    @property
+    def depth_positions(self) -> tuple[str, ...]:
+        return self.source.depth_positions
+
+    @property
+    def checkpoint_steps(self) -> np.ndarray:
+        """Training step of each kept checkpoint, shape (T,)."""
+        return self.source.checkpoint_steps[self.checkpoint_indices]
+
+    @property
+    def n_checkpoints(self) -> int:
+        return len(self.checkpoint_indices)
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        return self.source.metadata
+
+    @property
+    def run_id(self) -> str:
+        return self.source.run_id
+
+    @property
+    def rule(self) -> str:
+        return self.source.rule
+
+    def n_units(self, layer: str) -> int:
+        return len(self.unit_indices[layer])
+
+    def with_(self, **changes: Any) -> "Recording":
+        """A copy with some fields replaced (used by transforms)."""
+        return replace(self, **changes)
+
+    # -- accessors ------------------------------------------------------------------------------
+    def activations(self, layer: str) -> np.ndarray:
+        """Observed layer outputs, shape (T, S, U) float32 (T kept checkpoints, U kept units)."""
+        full = self.source.activations[layer]
+        units = self.unit_indices[layer]
+        out = full[self.checkpoint_indices][:, :, units].astype(np.float32, copy=True)
+        return self._add_noise(out, "act", layer, lambda noise: noise[:, :, units])
+
+    def weights(self, layer: str) -> np.ndarray:
+        """Observed synapses (forward weights, flattened), shape (T, n_synapses) float32."""
+        full = self.source.weights[layer]
+        flat = full.reshape(full.shape[0], -1)
+        syn = self.synapse_indices[layer]
+        out = flat[self.checkpoint_indices][:, syn].astype(np.float32, copy=True)
+        return self._add_noise(out, "weight", layer, lambda noise: noise.reshape(noise.shape[0], -1)[:, syn])
+
+    def activity_change(self, layer: str) -> np.ndarray:
+        """Observed layer-wise activity change per stimulus, shape (T, S) float32.
+
+        With every unit kept this is the recorded ``g_b``. With fewer units it is recomputed over the kept
+        output units: ``g_b = mean_{j kept} f'(h_bj) * sum_i W_ji`` (``f'`` from the layer's nonlinearity).
+        """
+        units = self.unit_indices[layer]
+        n_all = self.source.activations[layer].shape[2]
+        if len(units) == n_all:
+            out = self.source.activity_change[layer][self.checkpoint_indices].astype(np.float32, copy=True)
+        else:
+            act = self.source.activations[layer][self.checkpoint_indices][:, :, units]
+            w = self.source.weights[layer][self.checkpoint_indices][:, units, :]
+            row_sums = w.sum(axis=2)  # (T, U)
+            nonlin = self._nonlinearity(layer)
+            deriv = (act > 0).astype(np.float32) if nonlin == "relu" else np.ones_like(act)
+            out = np.einsum("tsu,tu->ts", deriv, row_sums).astype(np.float32) / len(units)
+        return self._add_noise(out, "gradavg", layer, lambda noise: noise)
+
+    # -- internals ------------------------------------------------------------------------------
+    def _nonlinearity(self, layer: str) -> str:
+        spec = str(self.source.metadata.get("nonlinearities", ""))
+        names = spec.split(",") if spec else []
+        index = self.layer_names.index(layer)
+        if len(names) == len(self.layer_names):
+            return names[index]
+        return "linear" if index == len(self.layer_names) - 1 else "relu"
+
+    def _full_shape(self, measure: str, layer: str) -> tuple[int, ...]:
+        if measure == "act":
+            return self.source.activations[layer].shape[1:]
+        if measure == "weight":
+            return self.source.weights[layer].shape[1:]
+        return self.source.activity_change[layer].shape[1:]
+
+    def _scale(self, measure: str, layer: str) -> float:
+        table = {"act": self.source.activations, "weight": self.source.weights,
+                 "gradavg": self.source.activity_change}[measure]
+        return float(np.std(table[layer]))
+
+    def _add_noise(self, values: np.ndarray, measure: str, layer: str, index) -> np.ndarray:
+        steps = [step for step in self.noise if measure in step.measures and step.sd > 0]
+        if not steps:
+            return values
+        layer_index = self.layer_names.index(layer)
+        shape = self._full_shape(measure, layer)
+        for step in steps:
+            sd = step.sd * (self._scale(measure, layer) if step.relative else 1.0)
+            draws = np.empty((len(self.checkpoint_indices), *shape), dtype=np.float32)
+            for row, t in enumerate(self.checkpoint_indices):
+                rng = np.random.default_rng((step.seed, layer_index, int(t), _MEASURE_CODE[measure]))
+                draws[row] = rng.standard_normal(shape, dtype=np.float32)
+            values += np.float32(sd) * index(draws)
+        return values

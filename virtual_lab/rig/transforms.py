@@ -1,0 +1,200 @@
+"""Paper-equivalent rig steps (Nayebi et al. 2020, ``obfuscate_tensor``) as pure, seeded functions.
+
+Each function takes a :class:`~virtual_lab.rig.recording.Recording` and returns a new one; the input is
+never modified. Each appends ``{"step", parameters..., "seed"}`` to the recording's provenance, with
+``None`` seeds resolved to concrete integers.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Sequence
+
+import numpy as np
+
+from virtual_lab.rig.recording import MEASURES, NoiseStep, Recording
+from virtual_lab.seeding import resolve_seed
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
+        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def keep_units(recording: Recording, n_units: int | None = None, fraction: float | None = None,
+               seed: int | None = None) -> Recording:
+    """Keep a random subset of each layer's units, the same units at every checkpoint.
+
+    Parameters
+    ----------
+    recording : Recording
+    n_units : int, optional
+        Units to keep per layer. A layer with fewer units than ``n_units`` is an error.
+    fraction : float, optional
+        Fraction of each layer's units to keep, rounded up (at least one unit), as in the paper.
+    seed : int, optional
+        Sampling seed; unit choice depends only on (seed, layer index), never on noise settings.
+
+    Returns
+    -------
+    Recording
+    """
+    if (n_units is None) == (fraction is None):
+        raise ValueError("keep_units needs exactly one of n_units or fraction")
+    seed = resolve_seed(seed)
+    kept = {}
+    for layer_index, layer in enumerate(recording.layer_names):
+        current = recording.unit_indices[layer]
+        if n_units is not None:
+            if isinstance(n_units, bool) or not isinstance(n_units, numbers.Integral) or n_units < 1:
+                raise ValueError(f"n_units must be a positive integer, got {n_units!r}")
+            if n_units > len(current):
+                raise ValueError(f"n_units={n_units} is more than layer {layer!r} has "
+                                 f"({len(current)} units available)")
+            count = int(n_units)
+        else:
+            count = int(np.ceil(_check_fraction("fraction", fraction) * len(current)))
+        order = np.random.default_rng((seed, layer_index)).permutation(len(current))
+        kept[layer] = np.sort(current[order[:count]])
+    step = {"step": "keep_units", "n_units": n_units, "fraction": fraction, "seed": seed}
+    return recording.with_(unit_indices=kept, provenance=recording.provenance + (step,))
+
+
+def keep_synapses(recording: Recording, fraction: float, seed: int | None = None) -> Recording:
+    """Keep a random fraction of each layer's synapses (the same synapses at every checkpoint).
+
+    Parameters
+    ----------
+    recording : Recording
+    fraction : float
+        Fraction in (0, 1], rounded up to at least one synapse.
+    seed : int, optional
+
+    Returns
+    -------
+    Recording
+    """
+    fraction = _check_fraction("synapse fraction", fraction)
+    seed = resolve_seed(seed)
+    kept = {}
+    for layer_index, layer in enumerate(recording.layer_names):
+        current = recording.synapse_indices[layer]
+        count = int(np.ceil(fraction * len(current)))
+        order = np.random.default_rng((seed, layer_index, 1)).permutation(len(current))
+        kept[layer] = np.sort(current[order[:count]])
+    step = {"step": "keep_synapses", "fraction": fraction, "seed": seed}
+    return recording.with_(synapse_indices=kept, provenance=recording.provenance + (step,))
+
+
+def add_noise(recording: Recording, sd: float, relative: bool = False,
+              measures: Sequence[str] = MEASURES, seed: int | None = None) -> Recording:
+    """Add Gaussian measurement noise N(0, sd) to the chosen measures.
+
+    Parameters
+    ----------
+    recording : Recording
+    sd : float
+        Noise standard deviation (>= 0). With ``relative=True``, in units of each measure's ground-truth
+        standard deviation for that layer.
+    relative : bool, default=False
+    measures : sequence of {"weight", "act", "gradavg"}, default=all three
+    seed : int, optional
+
+    Returns
+    -------
+    Recording
+    """
+    if isinstance(sd, bool) or not isinstance(sd, numbers.Real) or not np.isfinite(sd) or sd < 0:
+        raise ValueError(f"noise sd must be a finite number >= 0, got {sd!r}")
+    measures = tuple(measures)
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise ValueError(f"unknown measure {unknown[0]!r}; allowed: {', '.join(MEASURES)}")
+    seed = resolve_seed(seed)
+    step = NoiseStep(float(sd), bool(relative), measures, seed)
+    record = {"step": "add_noise", "sd": float(sd), "relative": bool(relative),
+              "measures": list(measures), "seed": seed}
+    return recording.with_(noise=recording.noise + (step,), provenance=recording.provenance + (record,))
+
+
+CHECKPOINT_SPACINGS = ("even", "random", "early", "late")
+
+
+def keep_checkpoints(recording: Recording, n_checkpoints: int | None = None, spacing: str = "even",
+                     steps: Sequence[int] | None = None, seed: int | None = None) -> Recording:
+    """Keep a subset of checkpoints (sparse sessions over learning).
+
+    Parameters
+    ----------
+    recording : Recording
+    n_checkpoints : int, optional
+        How many to keep, chosen by ``spacing``; the first and last are always kept for ``"even"``.
+    spacing : {"even", "random", "early", "late"}, default="even"
+    steps : sequence of int, optional
+        Explicit training steps to keep instead (each must be a recorded checkpoint).
+    seed : int, optional
+        Used by ``spacing="random"``.
+
+    Returns
+    -------
+    Recording
+    """
+    available = recording.checkpoint_indices
+    all_steps = recording.checkpoint_steps
+    seed = resolve_seed(seed)
+    if steps is not None:
+        missing = [s for s in steps if s not in set(all_steps.tolist())]
+        if missing:
+            raise ValueError(f"checkpoint step {missing[0]} was not recorded; recorded steps: "
+                             f"{all_steps.tolist()}")
+        positions = np.array(sorted({int(np.flatnonzero(all_steps == s)[0]) for s in steps}), dtype=np.int64)
+    else:
+        if isinstance(n_checkpoints, bool) or not isinstance(n_checkpoints, numbers.Integral) or n_checkpoints < 1:
+            raise ValueError(f"n_checkpoints must be a positive integer, got {n_checkpoints!r}")
+        if n_checkpoints > len(available):
+            raise ValueError(f"n_checkpoints={n_checkpoints} is more than were recorded "
+                             f"({len(available)} available)")
+        if spacing not in CHECKPOINT_SPACINGS:
+            raise ValueError(f"spacing must be one of {', '.join(CHECKPOINT_SPACINGS)}; got {spacing!r}")
+        n = int(n_checkpoints)
+        if spacing == "even":
+            positions = np.unique(np.round(np.linspace(0, len(available) - 1, n)).astype(np.int64))
+        elif spacing == "random":
+            positions = np.sort(np.random.default_rng((seed, 2)).choice(len(available), n, replace=False))
+        elif spacing == "early":
+            positions = np.arange(n)
+        else:
+            positions = np.arange(len(available) - n, len(available))
+    record = {"step": "keep_checkpoints", "n_checkpoints": n_checkpoints, "spacing": spacing,
+              "steps": None if steps is None else [int(s) for s in steps], "seed": seed}
+    return recording.with_(checkpoint_indices=available[positions],
+                           provenance=recording.provenance + (record,))
+
+
+def observe(ground_truth, *, unit_fraction: float | None = None, n_units: int | None = None,
+            synapse_fraction: float | None = None, noise_sd: float = 0.0, noise_relative: bool = False,
+            n_checkpoints: int | None = None, checkpoint_spacing: str = "even",
+            seed: int | None = None) -> Recording:
+    """Observe a ground-truth session through the paper-equivalent rig in one call.
+
+    Sub-seeds for units, synapses, noise and checkpoints are derived from one ``seed`` with
+    :class:`numpy.random.SeedSequence`, so changing ``noise_sd`` never changes which units are kept.
+
+    Returns
+    -------
+    Recording
+    """
+    seed = resolve_seed(seed)
+    unit_seed, syn_seed, noise_seed, ckpt_seed = (
+        int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(4))
+    rec = Recording.from_ground_truth(ground_truth)
+    if unit_fraction is not None or n_units is not None:
+        rec = keep_units(rec, n_units=n_units, fraction=unit_fraction, seed=unit_seed)
+    if synapse_fraction is not None:
+        rec = keep_synapses(rec, synapse_fraction, seed=syn_seed)
+    if n_checkpoints is not None:
+        rec = keep_checkpoints(rec, n_checkpoints, spacing=checkpoint_spacing, seed=ckpt_seed)
+    if noise_sd:
+        rec = add_noise(rec, noise_sd, relative=noise_relative, seed=noise_seed)
+    return rec

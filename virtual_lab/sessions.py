@@ -1,0 +1,771 @@
+"""Ground-truth recording sessions as NWB files: write, read, check, inspect, and read through neo.
+
+One training run is one *session*: one NWB file holding every unit of every recorded layer at every
+checkpoint, the weights, the layer-wise activity change, the probe stimuli and the task performance.
+Only core NWB types are used, so the file passes ``nwbinspector`` (default and ``dandi`` configs) and
+``pynwb`` validation and reads in ``neo``.
+
+Layout (``<col>`` is the layer name made safe for HDF5, see :func:`layer_column_name`)::
+
+    general/                          session metadata, Subject (the network), Device "virtual probe"
+    acquisition/activations_<col>     TimeSeries (T*S, U_layer) float32, gzip-1, one chunk per checkpoint
+    intervals/epochs                  one row per checkpoint: tags ["checkpoint_07"], checkpoint_index,
+                                      training_step
+    intervals/trials                  one row per probe presentation: checkpoint_index, stimulus_index, label
+    stimulus/templates/probe_stimuli  ImageSeries (S, H, W) float32 of the probe set
+    processing/network/layers         DynamicTable: layer, column_name, depth_position, n_units (forward order)
+    processing/network/units          DynamicTable: layer, depth_position, unit_index
+    processing/network/weights        DynamicTable, one row per checkpoint, one column per layer (T, out, in)
+    processing/network/activity_change  DynamicTable, one row per checkpoint, one column per layer (T, S)
+    processing/network/training       DynamicTable key / value / dtype: the resolved run metadata
+    processing/behavior/performance   DynamicTable, one row per checkpoint: checkpoint_index,
+                                      training_step, train_loss, test_accuracy
+
+The virtual clock
+-----------------
+Time in the file is a *virtual* clock, not wall-clock time: every probe presentation is one sample at
+:data:`CLOCK_RATE_HZ` (10 Hz). Checkpoint ``k`` of ``T`` with ``S`` probe stimuli covers samples
+``k*S ... (k+1)*S - 1``, i.e. the interval ``[k*S/10, (k+1)*S/10)`` seconds, and presentation ``(k, s)``
+starts at ``(k*S + s)/10`` seconds. ``session_start_time`` is the fixed date :data:`SESSION_START_TIME`
+(2020-01-01 UTC), so identical inputs give identical files.
+"""
+
+from __future__ import annotations
+
+import logging
+import numbers
+import os
+import re
+import uuid
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import h5py
+import numpy as np
+import pynwb
+from hdmf.backends.hdf5 import H5DataIO
+from hdmf.common import DynamicTable, VectorData
+from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+from pynwb.epoch import TimeIntervals
+from pynwb.file import Subject
+from pynwb.image import ImageSeries
+
+from virtual_lab.lab.record import GroundTruth
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CLOCK_RATE_HZ",
+    "GROUND_TRUTH_SESSION_ID",
+    "SESSION_START_TIME",
+    "SYNTHETIC_CONSTRUCT_SPECIES",
+    "inspect_sessions",
+    "is_complete_session",
+    "layer_column_name",
+    "read_neo",
+    "read_session",
+    "sanitize_id",
+    "session_path",
+    "validate_session",
+    "write_session",
+]
+
+#: Rate of the virtual clock: one probe presentation per sample.
+CLOCK_RATE_HZ = 10.0
+#: Fixed, timezone-aware start of every ground-truth session (the network's initialization).
+SESSION_START_TIME = datetime(2020, 1, 1, tzinfo=timezone.utc)
+#: NCBI Taxonomy term for "synthetic construct" (taxid 32630), as the IRI form DANDI and nwbinspector accept.
+SYNTHETIC_CONSTRUCT_SPECIES = "http://purl.obolibrary.org/obo/NCBITaxon_32630"
+#: Session id of a ground-truth session when none is given (rig recordings use other session ids).
+GROUND_TRUTH_SESSION_ID = "groundtruth"
+
+_REFERENCE = "doi:10.48550/arXiv.2010.11765"
+_UNIT = "a.u."
+_ACTIVATIONS_PREFIX = "activations_"
+_DTYPES = ("str", "int", "float", "bool")
+
+
+# ----------------------------------------------------------------------------------------------- naming
+
+
+def sanitize_id(text: str) -> str:
+    """Map any text to a DANDI-safe id: ASCII letters, digits and ``-`` only.
+
+    Every run of other characters (``/``, ``_``, ``.``, spaces, non-ASCII, ...) becomes one ``-``; leading
+    and trailing ``-`` are dropped. The mapping is idempotent; distinct texts can map to the same id
+    (``"a_b"`` and ``"a.b"`` both give ``"a-b"``).
+
+    Parameters
+    ----------
+    text : str
+        Any label, e.g. a run id.
+
+    Returns
+    -------
+    str
+        The safe id.
+
+    Raises
+    ------
+    ValueError
+        If nothing safe is left (empty text, or only separators).
+
+    Examples
+    --------
+    >>> sanitize_id("run_01/sgdm lr.0.1")
+    'run-01-sgdm-lr-0-1'
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"The 'text' parameter of sanitize_id must be a str. Got {type(text).__name__} instead.")
+    safe = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")
+    if not safe:
+        raise ValueError(f"Cannot make a DANDI id from {text!r}: it has no ASCII letters or digits.")
+    return safe
+
+
+def session_path(root: str | os.PathLike, subject_id: str, session_id: str) -> Path:
+    """DANDI-style path of a session file: ``root/sub-<subject>/sub-<subject>_ses-<session>.nwb``.
+
+    Parameters
+    ----------
+    root : str or path-like
+        Folder holding all sessions (a dandiset-like tree).
+    subject_id : str
+        Subject (network) id; passed through :func:`sanitize_id`.
+    session_id : str
+        Session id; passed through :func:`sanitize_id`.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> session_path("recordings", "mock0sgdm", "groundtruth").as_posix()
+    'recordings/sub-mock0sgdm/sub-mock0sgdm_ses-groundtruth.nwb'
+    """
+    subject = sanitize_id(subject_id)
+    session = sanitize_id(session_id)
+    return Path(root) / f"sub-{subject}" / f"sub-{subject}_ses-{session}.nwb"
+
+
+def layer_column_name(layer: str) -> str:
+    """Name used for a layer inside the file (series name suffix and table column name).
+
+    Characters other than ASCII letters, digits, ``_`` and ``-`` become ``_`` (``"layer1.0.conv1"`` ->
+    ``"layer1_0_conv1"``); the true layer name is kept in ``processing/network/layers``.
+
+    Parameters
+    ----------
+    layer : str
+
+    Returns
+    -------
+    str
+    """
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", layer)
+    if not name:
+        raise ValueError("Layer names must not be empty.")
+    return name
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
+
+
+# ----------------------------------------------------------------------------------------------- metadata
+
+
+def _encode_value(key: str, value: Any) -> tuple[str, str]:
+    """(text, dtype) of one metadata value; the text parses back exactly."""
+    if isinstance(value, (bool, np.bool_)):
+        return ("True" if value else "False"), "bool"
+    if isinstance(value, numbers.Integral):
+        return str(int(value)), "int"
+    if isinstance(value, numbers.Real):
+        return repr(float(value)), "float"
+    if isinstance(value, str):
+        return value, "str"
+    raise TypeError(f"metadata[{key!r}] must be a str, int, float or bool. Got {type(value).__name__} instead.")
+
+
+def _decode_value(text: str, dtype: str) -> Any:
+    if dtype == "bool":
+        if text not in ("True", "False"):
+            raise ValueError(f"Bad bool value {text!r} in the training table.")
+        return text == "True"
+    if dtype == "int":
+        return int(text)
+    if dtype == "float":
+        return float(text)
+    if dtype == "str":
+        return text
+    raise ValueError(f"Unknown dtype {dtype!r} in the training table; expected one of {_DTYPES}.")
+
+
+def _as_str_list(data: Any) -> list[str]:
+    return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in data[:]]
+
+
+# ----------------------------------------------------------------------------------------------- write
+
+
+def _check_ground_truth(gt: GroundTruth) -> None:
+    if not isinstance(gt, GroundTruth):
+        raise TypeError(f"The 'ground_truth' parameter must be a GroundTruth. Got {type(gt).__name__} instead.")
+    if not gt.run_id:
+        raise ValueError("ground_truth.metadata['run_id'] must be a non-empty string (it is the NWB identifier).")
+    n_t, n_s = gt.n_checkpoints, gt.n_stimuli
+    if n_t < 1 or n_s < 1:
+        raise ValueError(f"A session needs at least one checkpoint and one stimulus; got T={n_t}, S={n_s}.")
+    if gt.probe_stimuli.ndim not in (2, 3) or gt.probe_stimuli.shape[0] != n_s:
+        raise ValueError(f"probe_stimuli has shape {gt.probe_stimuli.shape}; expected (S, H, W) or (S, D) "
+                         f"with S={n_s}.")
+    for name, arr in (("train_loss", gt.train_loss), ("test_accuracy", gt.test_accuracy)):
+        if np.shape(arr) != (n_t,):
+            raise ValueError(f"{name} has shape {np.shape(arr)}; expected ({n_t},).")
+    columns = [layer_column_name(layer) for layer in gt.layer_names]
+    if len(set(columns)) != len(columns):
+        raise ValueError(f"Layer names {gt.layer_names} are not unique once made HDF5-safe: {columns}.")
+    for layer in gt.layer_names:
+        if gt.activations[layer].shape[1] != n_s or gt.activity_change[layer].shape[1] != n_s:
+            raise ValueError(f"activations/activity_change of layer {layer!r} do not have S={n_s} stimuli.")
+
+
+def _gzip(data: np.ndarray, chunks: tuple[int, ...]) -> H5DataIO:
+    return H5DataIO(data=data, compression="gzip", compression_opts=1, chunks=chunks)
+
+
+def _per_checkpoint_table(name: str, description: str, gt: GroundTruth, arrays: Mapping[str, np.ndarray],
+                          what: str) -> DynamicTable:
+    columns = []
+    for layer in gt.layer_names:
+        data = np.ascontiguousarray(arrays[layer], dtype=np.float32)
+        columns.append(VectorData(
+            name=layer_column_name(layer),
+            description=f"{what} of layer {layer!r}, one row per checkpoint, shape {data.shape[1:]} per row.",
+            data=_gzip(data, (1, *data.shape[1:])),
+        ))
+    return DynamicTable(name=name, description=description, columns=columns, id=list(range(gt.n_checkpoints)))
+
+
+def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: str | None,
+                   experimenter: tuple[str, ...] | None, subject_id: str, session_id: str) -> NWBFile:
+    from virtual_lab import __version__
+
+    meta = gt.metadata
+    n_t, n_s = gt.n_checkpoints, gt.n_stimuli
+    architecture = str(meta.get("architecture", "unknown"))
+    rule = str(meta.get("rule", "unknown"))
+    task = str(meta.get("task", "unknown"))
+    clock = (f"Virtual clock: one probe presentation per sample at {CLOCK_RATE_HZ:g} Hz; checkpoint k covers "
+             f"samples k*{n_s} to (k+1)*{n_s}-1, i.e. [k*{n_s / CLOCK_RATE_HZ:g}, (k+1)*{n_s / CLOCK_RATE_HZ:g}) s.")
+    if session_description is None:
+        session_description = (
+            f"In silico ground-truth recording of training run {gt.run_id}: a {architecture} network trained "
+            f"with the {rule} learning rule on task {task}; every unit of {len(gt.layer_names)} layers at "
+            f"{n_t} checkpoints, {n_s} probe stimuli per checkpoint. {clock}")
+    nwbfile = NWBFile(
+        session_description=session_description,
+        identifier=gt.run_id,
+        session_start_time=SESSION_START_TIME,
+        file_create_date=SESSION_START_TIME,
+        experimenter=experimenter,
+        experiment_description=(
+            "In silico experiment (virtual_lab): artificial neural networks trained under known learning rules "
+            "and recorded like a neural population, to identify the learning rule from neural observables "
+            "(after Nayebi, Srivastava, Ganguli & Yamins, NeurIPS 2020, arXiv:2010.11765)."),
+        session_id=session_id,
+        protocol=protocol_name or None,
+        related_publications=[_REFERENCE],
+        was_generated_by=[["virtual_lab", __version__]],
+    )
+    nwbfile.subject = Subject(
+        subject_id=subject_id,
+        sex="O",
+        species=SYNTHETIC_CONSTRUCT_SPECIES,
+        date_of_birth=SESSION_START_TIME,
+        strain=architecture,
+        description=(f"In silico subject: an artificial neural network ({architecture}, "
+                     f"layers {', '.join(gt.layer_names)}), not an animal. Born at initialization "
+                     f"(training step 0), which is also the session start."),
+    )
+    nwbfile.create_device(
+        name="virtual probe",
+        description=("In silico virtual probe (virtual_lab): reads, at every checkpoint, the output of every "
+                     "unit for every probe stimulus, every forward weight (no bias), and the layer-wise "
+                     "activity change of every layer."),
+    )
+
+    # --- acquisition: activations, 2-D (T*S, U), one chunk per checkpoint
+    for layer, depth in zip(gt.layer_names, gt.depth_positions):
+        act = np.ascontiguousarray(gt.activations[layer], dtype=np.float32)
+        n_units = act.shape[2]
+        nwbfile.add_acquisition(TimeSeries(
+            name=_ACTIVATIONS_PREFIX + layer_column_name(layer),
+            data=_gzip(act.reshape(n_t * n_s, n_units), (n_s, n_units)),
+            unit=_UNIT,
+            rate=CLOCK_RATE_HZ,
+            starting_time=0.0,
+            description=(f"In silico activations of layer {layer!r} ({depth}): output of all {n_units} units "
+                         f"for each of {n_s} probe stimuli at each of {n_t} checkpoints, in arbitrary units; "
+                         f"rows are checkpoint-major (reshape to ({n_t}, {n_s}, {n_units})). {clock}"),
+        ))
+
+    # --- intervals: epochs (checkpoints) and trials (probe presentations)
+    width = max(2, len(str(n_t - 1)))
+    nwbfile.add_epoch_column(name="checkpoint_index", description="Position of the checkpoint (0 = initialization).")
+    nwbfile.add_epoch_column(name="training_step", description="Training step at which the checkpoint was taken.")
+    for k, step in enumerate(np.asarray(gt.checkpoint_steps, dtype=np.int64)):
+        nwbfile.add_epoch(start_time=k * n_s / CLOCK_RATE_HZ, stop_time=(k + 1) * n_s / CLOCK_RATE_HZ,
+                          tags=[f"checkpoint_{k:0{width}d}"], checkpoint_index=k, training_step=int(step))
+
+    sample = np.arange(n_t * n_s, dtype=np.int64)
+    start = sample / CLOCK_RATE_HZ
+    trials = TimeIntervals(
+        name="trials",
+        description="In silico probe presentations: one row per (checkpoint, probe stimulus), checkpoint-major.",
+        columns=[
+            VectorData(name="start_time", description="Start of the presentation (virtual clock, s).", data=start),
+            VectorData(name="stop_time", description="End of the presentation (virtual clock, s).",
+                       data=start + 1.0 / CLOCK_RATE_HZ),
+            VectorData(name="checkpoint_index", description="Checkpoint of the presentation.",
+                       data=sample // n_s),
+            VectorData(name="stimulus_index", description="Index of the probe stimulus in probe_stimuli.",
+                       data=sample % n_s),
+            VectorData(name="label", description="Class label of the probe stimulus.",
+                       data=np.tile(np.asarray(gt.probe_labels, dtype=np.int64), n_t)),
+        ],
+        id=list(range(n_t * n_s)),
+    )
+    nwbfile.trials = trials
+
+    # --- stimulus template: the probe set as one ImageSeries
+    stimuli = np.ascontiguousarray(gt.probe_stimuli, dtype=np.float32)
+    dimension = list(stimuli.shape[1:])
+    if stimuli.ndim == 2:  # (S, D) vectors are stored as (S, D, 1) images; dimension [D] marks them
+        stimuli = stimuli[:, :, None]
+    nwbfile.add_stimulus_template(ImageSeries(
+        name="probe_stimuli",
+        data=_gzip(stimuli, stimuli.shape),
+        unit=_UNIT,
+        rate=CLOCK_RATE_HZ,
+        starting_time=0.0,
+        dimension=dimension,
+        description=(f"In silico probe set: the {n_s} stimuli shown, in this order, at every checkpoint "
+                     f"(original shape {tuple(gt.probe_stimuli.shape)}). {clock}"),
+    ))
+
+    # --- processing/network
+    network = nwbfile.create_processing_module(
+        name="network", description="In silico network state: layers, units, weights, activity change, run spec.")
+    network.add(DynamicTable(
+        name="layers",
+        description="Recorded layers in forward order.",
+        columns=[
+            VectorData(name="layer", description="Layer name in the network.", data=list(gt.layer_names)),
+            VectorData(name="column_name", description="Name of the layer inside this file (series, columns).",
+                       data=[layer_column_name(x) for x in gt.layer_names]),
+            VectorData(name="depth_position", description="early, middle or deep (ordered layer list in thirds).",
+                       data=list(gt.depth_positions)),
+            VectorData(name="n_units", description="Number of units of the layer.",
+                       data=np.array([gt.activations[x].shape[2] for x in gt.layer_names], dtype=np.int64)),
+        ],
+        id=list(range(len(gt.layer_names))),
+    ))
+    unit_layer, unit_depth, unit_index = [], [], []
+    for layer, depth in zip(gt.layer_names, gt.depth_positions):
+        n_units = gt.activations[layer].shape[2]
+        unit_layer += [layer] * n_units
+        unit_depth += [depth] * n_units
+        unit_index.append(np.arange(n_units, dtype=np.int64))
+    network.add(DynamicTable(
+        name="units",
+        description="In silico units (not spike-sorted): one row per recorded unit, layers in forward order.",
+        columns=[
+            VectorData(name="layer", description="Layer of the unit.", data=unit_layer),
+            VectorData(name="depth_position", description="Depth position of the unit's layer.", data=unit_depth),
+            VectorData(name="unit_index", description="Column of the unit in activations_<layer>.",
+                       data=np.concatenate(unit_index)),
+        ],
+        id=list(range(len(unit_layer))),
+    ))
+    network.add(_per_checkpoint_table(
+        "weights", "Forward weight matrix (out, in) of every layer, no bias, at every checkpoint.",
+        gt, gt.weights, "Forward weights"))
+    network.add(_per_checkpoint_table(
+        "activity_change",
+        "Layer-wise activity change per probe stimulus, g_b = (1/n_out) sum_j sum_i dy_bj/dx_bi, per checkpoint.",
+        gt, gt.activity_change, "Activity change"))
+    keys, values, dtypes = [], [], []
+    for key, value in gt.metadata.items():
+        text, dtype = _encode_value(str(key), value)
+        keys.append(str(key))
+        values.append(text)
+        dtypes.append(dtype)
+    network.add(DynamicTable(
+        name="training",
+        description="Resolved run spec (rule, hyperparameters, seeds, architecture, task, versions) as key/value.",
+        columns=[
+            VectorData(name="key", description="Metadata key.", data=keys),
+            VectorData(name="value", description="Value as text (floats as repr, so they parse back exactly).",
+                       data=values),
+            VectorData(name="dtype", description="Python type of the value: str, int, float or bool.", data=dtypes),
+        ],
+        id=list(range(len(keys))),
+    ))
+
+    # --- processing/behavior
+    behavior = nwbfile.create_processing_module(
+        name="behavior", description="In silico task performance of the network at every checkpoint.")
+    behavior.add(DynamicTable(
+        name="performance",
+        description="Task performance per checkpoint (epoch k of intervals/epochs).",
+        columns=[
+            VectorData(name="checkpoint_index", description="Position of the checkpoint.",
+                       data=np.arange(n_t, dtype=np.int64)),
+            VectorData(name="training_step", description="Training step of the checkpoint.",
+                       data=np.asarray(gt.checkpoint_steps, dtype=np.int64)),
+            VectorData(name="train_loss", description="Task loss on the training set.",
+                       data=np.asarray(gt.train_loss, dtype=np.float32)),
+            VectorData(name="test_accuracy", description="Accuracy on the held-out probe set (fraction).",
+                       data=np.asarray(gt.test_accuracy, dtype=np.float32)),
+        ],
+        id=list(range(n_t)),
+    ))
+    return nwbfile
+
+
+_OBJECT_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "virtual_lab/sessions/object_id")
+
+
+def _set_deterministic_object_ids(nwbfile: NWBFile) -> None:
+    """Replace hdmf's random uuid4 object ids by uuid5(identifier, path) so that files are reproducible.
+
+    Ids stay unique across files as long as identifiers (run ids) are unique. Relies on a private hdmf
+    attribute; if it is missing the random ids are kept (the file is then valid but not byte-identical).
+    """
+    for obj in nwbfile.all_children():
+        if not hasattr(obj, "_AbstractContainer__object_id"):
+            logger.debug("hdmf has no private object id attribute; object ids stay random")
+            return
+        parts = []
+        node = obj
+        while node is not None:
+            parts.append(node.name)
+            node = node.parent
+        key = f"{nwbfile.identifier}/" + "/".join(reversed(parts))
+        obj._AbstractContainer__object_id = str(uuid.uuid5(_OBJECT_ID_NAMESPACE, key))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_session(
+    ground_truth: GroundTruth,
+    path: str | os.PathLike,
+    *,
+    protocol_name: str = "",
+    session_description: str | None = None,
+    experimenter: str | Sequence[str] | None = None,
+    subject_id: str | None = None,
+    session_id: str | None = None,
+) -> Path:
+    """Write one ground-truth session as an NWB file, atomically.
+
+    The file is written to ``.<name>.tmp`` in the target folder, flushed to disk, then renamed to ``path``;
+    on any error the temporary file is removed and the error re-raised, so ``path`` is either absent
+    (or left as it was) or a complete session. Parent folders are created. Identical inputs give
+    byte-identical files: ``session_start_time`` and ``file_create_date`` are fixed, no wall-clock time is
+    stored, and hdmf's random object ids are replaced by ``uuid5(run_id, path in file)``.
+
+    Parameters
+    ----------
+    ground_truth : GroundTruth
+        The run to write; ``metadata["run_id"]`` becomes the NWB ``identifier``.
+    path : str or path-like
+        Target file, usually from :func:`session_path`.
+    protocol_name : str, default=""
+        Name of the protocol the run came from (``general/protocol``); omitted when empty.
+    session_description : str, optional
+        Defaults to an "in silico" description naming the run, architecture, rule and task.
+    experimenter : str or sequence of str, optional
+        Experimenter name(s), DANDI form ``"Last, First"``.
+    subject_id : str, optional
+        Subject (network) id; defaults to ``sanitize_id(run_id)``. Passed through :func:`sanitize_id`.
+    session_id : str, optional
+        Session id; defaults to :data:`GROUND_TRUTH_SESSION_ID`. Passed through :func:`sanitize_id`.
+
+    Returns
+    -------
+    pathlib.Path
+        The final path.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``ground_truth`` is inconsistent or its metadata holds other types than str/int/float/bool.
+    """
+    _check_ground_truth(ground_truth)
+    path = Path(path)
+    if isinstance(experimenter, str):
+        experimenter = (experimenter,)
+    elif experimenter is not None:
+        experimenter = tuple(str(x) for x in experimenter)
+    nwbfile = _build_nwbfile(
+        ground_truth,
+        protocol_name=protocol_name,
+        session_description=session_description,
+        experimenter=experimenter or None,
+        subject_id=sanitize_id(subject_id if subject_id is not None else ground_truth.run_id),
+        session_id=sanitize_id(session_id if session_id is not None else GROUND_TRUTH_SESSION_ID),
+    )
+    _set_deterministic_object_ids(nwbfile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with warnings.catch_warnings():
+            # the temporary name does not end in ".nwb" on purpose (sweeps and inspectors skip it)
+            warnings.filterwarnings("ignore", message=r"The file path provided: .* does not end in '\.nwb'")
+            with NWBHDF5IO(str(tmp), mode="w") as io:
+                io.write(nwbfile)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    logger.debug("wrote session %s (%d bytes)", path, path.stat().st_size)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------- read
+
+
+def _layer_table(network: Any) -> tuple[list[str], list[str], list[str], list[int]]:
+    layers = network["layers"]
+    names = _as_str_list(layers["layer"].data)
+    columns = _as_str_list(layers["column_name"].data)
+    depths = _as_str_list(layers["depth_position"].data)
+    n_units = [int(x) for x in np.asarray(layers["n_units"].data[:])]
+    return names, columns, depths, n_units
+
+
+def read_session(path: str | os.PathLike) -> GroundTruth:
+    """Read a ground-truth session written by :func:`write_session`.
+
+    Everything is read into memory and the file is closed: the result holds numpy arrays only.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    GroundTruth
+        ``activations[layer]`` has shape (T, S, U_layer), ``weights[layer]`` (T, out, in),
+        ``activity_change[layer]`` (T, S); metadata values keep their types (str, int, float, bool).
+    """
+    path = Path(path)
+    with NWBHDF5IO(str(path), mode="r") as io:
+        nwbfile = io.read()
+        network = nwbfile.processing["network"]
+        names, columns, depths, _ = _layer_table(network)
+        epochs = nwbfile.epochs
+        steps = np.asarray(epochs["training_step"].data[:], dtype=np.int64)
+        n_t = len(steps)
+        trials = nwbfile.trials
+        labels_all = np.asarray(trials["label"].data[:], dtype=np.int64)
+        if n_t == 0 or len(labels_all) % n_t:
+            raise ValueError(f"{path}: {len(labels_all)} trials do not split into {n_t} checkpoints.")
+        n_s = len(labels_all) // n_t
+        labels = labels_all[:n_s].copy()
+
+        activations, weights, change = {}, {}, {}
+        weight_table = network["weights"]
+        change_table = network["activity_change"]
+        for layer, column in zip(names, columns):
+            block = np.asarray(nwbfile.acquisition[_ACTIVATIONS_PREFIX + column].data[()], dtype=np.float32)
+            activations[layer] = block.reshape(n_t, n_s, block.shape[1])
+            weights[layer] = np.asarray(weight_table[column].data[()], dtype=np.float32)
+            change[layer] = np.asarray(change_table[column].data[()], dtype=np.float32)
+
+        probe = nwbfile.stimulus_template["probe_stimuli"]
+        stimuli = np.asarray(probe.data[()], dtype=np.float32)
+        dimension = None if probe.dimension is None else [int(x) for x in np.asarray(probe.dimension[:])]
+        if dimension is not None and len(dimension) == 1:
+            stimuli = stimuli.reshape(stimuli.shape[0], dimension[0])
+
+        performance = nwbfile.processing["behavior"]["performance"]
+        train_loss = np.asarray(performance["train_loss"].data[:], dtype=np.float32)
+        test_accuracy = np.asarray(performance["test_accuracy"].data[:], dtype=np.float32)
+
+        training = network["training"]
+        metadata = {
+            key: _decode_value(value, dtype)
+            for key, value, dtype in zip(_as_str_list(training["key"].data), _as_str_list(training["value"].data),
+                                         _as_str_list(training["dtype"].data))
+        }
+    logger.debug("read session %s", path)
+    return GroundTruth(
+        layer_names=tuple(names),
+        depth_positions=tuple(depths),
+        checkpoint_steps=steps,
+        activations=activations,
+        weights=weights,
+        activity_change=change,
+        train_loss=train_loss,
+        test_accuracy=test_accuracy,
+        probe_stimuli=stimuli,
+        probe_labels=labels,
+        metadata=metadata,
+    )
+
+
+def is_complete_session(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a complete ground-truth session with the expected layout.
+
+    Checks that the file opens as NWB and that every container of the layout is present with consistent
+    shapes (no array data is read). Never raises: a missing, empty, truncated, random or foreign file
+    gives ``False``.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    bool
+    """
+    path = Path(path)
+    try:
+        if not path.is_file() or not h5py.is_hdf5(path):
+            return False
+        with NWBHDF5IO(str(path), mode="r") as io:
+            nwbfile = io.read()
+            network = nwbfile.processing["network"]
+            names, columns, _, n_units = _layer_table(network)
+            n_t = len(nwbfile.epochs)
+            n_s = nwbfile.stimulus_template["probe_stimuli"].data.shape[0]
+            if not names or n_t < 1 or len(nwbfile.trials) != n_t * n_s:
+                return False
+            for column, units in zip(columns, n_units):
+                if nwbfile.acquisition[_ACTIVATIONS_PREFIX + column].data.shape != (n_t * n_s, units):
+                    return False
+                if network["weights"][column].data.shape[0] != n_t:
+                    return False
+                if network["activity_change"][column].data.shape != (n_t, n_s):
+                    return False
+            if len(network["units"]) != sum(n_units) or len(network["training"]) < 1:
+                return False
+            return len(nwbfile.processing["behavior"]["performance"]) == n_t
+    except Exception as error:  # noqa: BLE001 - any failure means "not a complete session"
+        logger.debug("%s is not a complete session: %r", path, error)
+        return False
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def _session_files(paths_or_folder: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    if isinstance(paths_or_folder, (str, os.PathLike)):
+        root = Path(paths_or_folder)
+        if root.is_dir():
+            # temporary files of writes in progress (".<name>.tmp") are hidden and skipped
+            return sorted(p for p in root.rglob("*.nwb") if not p.name.startswith("."))
+        return [root]
+    return [Path(p) for p in paths_or_folder]
+
+
+def inspect_sessions(
+    paths_or_folder: str | os.PathLike | Iterable[str | os.PathLike],
+    *,
+    config: str | Mapping[str, Any] | None = None,
+) -> list:
+    """Run ``nwbinspector`` (best practices + pynwb validation) on session files.
+
+    Parameters
+    ----------
+    paths_or_folder : path-like or iterable of path-like
+        One file, several files, or a folder searched recursively for ``*.nwb`` (hidden temporary files
+        are skipped).
+    config : str or dict, optional
+        An nwbinspector config: a keyword such as ``"dandi"``, a path to a config file, or a loaded dict.
+        ``None`` uses the default importances.
+
+    Returns
+    -------
+    list of nwbinspector.InspectorMessage
+        Every message, all importance levels (``message.importance.name`` is ``"CRITICAL"``,
+        ``"BEST_PRACTICE_VIOLATION"``, ...); a file that cannot be read gives an ``ERROR`` message.
+    """
+    import nwbinspector
+
+    if isinstance(config, (str, os.PathLike)):
+        config = nwbinspector.load_config(filepath_or_keyword=config)
+    messages = []
+    for path in _session_files(paths_or_folder):
+        messages.extend(m for m in nwbinspector.inspect_nwbfile(nwbfile_path=path, config=config) if m is not None)
+    return messages
+
+
+def validate_session(path: str | os.PathLike) -> list:
+    """Validate a session file against the NWB schema cached in it (``pynwb.validate``).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    list
+        Validation errors; empty when the file is valid.
+    """
+    result = pynwb.validate(path=str(path))
+    if isinstance(result, tuple):  # pynwb < 3 returned (errors, status)
+        result = result[0]
+    return list(result)
+
+
+def read_neo(path: str | os.PathLike):
+    """Read a session through ``neo.io.NWBIO`` and return its first block.
+
+    Activations appear as ``AnalogSignal`` (10 Hz virtual clock, dimensionless) and the checkpoints as
+    one ``Epoch``; tables in ``processing`` and ``intervals/trials`` are not read by neo.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    neo.Block
+        Fully loaded (not lazy); the NWB file is closed before returning.
+    """
+    from neo.io import NWBIO
+
+    reader = NWBIO(str(path), "r")
+    try:
+        return reader.read()[0]
+    finally:
+        reader.close()
