@@ -14,8 +14,11 @@ from virtual_lab.seeding import derive_seed
 def expand_sweep(protocol: Protocol, n_features: int, n_classes: int) -> list[RunSpec]:
     """Every run of a protocol's sweep: rules x learning-rate scales x seeds.
 
-    Seeds are paired across rules: replicate ``k`` at learning-rate scale ``j`` has the same initial
-    weights and data order under every rule, so nothing but the learning rule differs between them.
+    Every run gets its own seed (initialization and data order), derived from the protocol seed, the rule,
+    the learning-rate scale and the replicate. Seeds are deliberately *not* paired across rules: with
+    paired seeds, twin networks that share an initialization but differ in rule sit on both sides of a
+    network-grouped split, and a decoder of an uninformative feature (e.g. the initial checkpoint) is then
+    pushed systematically *below* chance.
 
     Parameters
     ----------
@@ -43,7 +46,7 @@ def expand_sweep(protocol: Protocol, n_features: int, n_classes: int) -> list[Ru
                     learning_rate=float(base_lr * scale),
                     batch_size=protocol.training.batch_size,
                     n_epochs=protocol.training.n_epochs,
-                    seed=derive_seed(protocol.seed, "run", scale_index, replicate),
+                    seed=derive_seed(protocol.seed, "run", rule.name, scale_index, replicate),
                     layer_sizes=sizes,
                     task=protocol.task.name,
                     task_seed=protocol.task.seed,

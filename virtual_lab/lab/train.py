@@ -245,7 +245,8 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
-                     progress: Callable[[int], None] | None = None) -> list[GroundTruth]:
+                     progress: Callable[[int], None] | None = None,
+                     final_state: dict | None = None) -> list[GroundTruth]:
     """Train a population of networks of one architecture in one batched computation.
 
     Parameters
@@ -259,6 +260,9 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         Torch device, e.g. ``"cuda"``.
     progress : callable, optional
         Called with the number of network-steps just completed.
+    final_state : dict, optional
+        If given, filled with the final stacked parameters as numpy arrays: ``"weights"``, ``"biases"`` and
+        ``"feedback"`` (lists over layers of ``[N, ...]`` arrays), for inspecting a rule's mechanics.
 
     Returns
     -------
@@ -376,6 +380,10 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             if progress is not None:
                 progress(n_nets)
 
+    if final_state is not None:
+        final_state["weights"] = [w.cpu().numpy() for w in weights]
+        final_state["biases"] = [b.cpu().numpy() for b in biases]
+        final_state["feedback"] = [f.cpu().numpy() for f in feedback]
     results = []
     rule_meta = {s.rule: get_rule(s.rule) for s in specs}
     nonlinearities = ",".join(["relu"] * (n_layers - 1) + ["linear"])

@@ -23,7 +23,7 @@ def _check_fraction(name: str, value: float) -> float:
 
 
 def keep_units(recording: Recording, n_units: int | None = None, fraction: float | None = None,
-               seed: int | None = None) -> Recording:
+               seed: int | None = None, layers: Sequence[str] | None = None) -> Recording:
     """Keep a random subset of each layer's units, the same units at every checkpoint.
 
     Parameters
@@ -35,6 +35,8 @@ def keep_units(recording: Recording, n_units: int | None = None, fraction: float
         Fraction of each layer's units to keep, rounded up (at least one unit), as in the paper.
     seed : int, optional
         Sampling seed; unit choice depends only on (seed, layer index), never on noise settings.
+    layers : sequence of str, optional
+        Only subsample these layers (the others keep their current units). Default: every layer.
 
     Returns
     -------
@@ -43,8 +45,14 @@ def keep_units(recording: Recording, n_units: int | None = None, fraction: float
     if (n_units is None) == (fraction is None):
         raise ValueError("keep_units needs exactly one of n_units or fraction")
     seed = resolve_seed(seed)
-    kept = {}
+    if layers is not None:
+        unknown = [name for name in layers if name not in recording.layer_names]
+        if unknown:
+            raise ValueError(f"unknown layer {unknown[0]!r}; recorded layers: {', '.join(recording.layer_names)}")
+    kept = dict(recording.unit_indices)
     for layer_index, layer in enumerate(recording.layer_names):
+        if layers is not None and layer not in layers:
+            continue
         current = recording.unit_indices[layer]
         if n_units is not None:
             if isinstance(n_units, bool) or not isinstance(n_units, numbers.Integral) or n_units < 1:
@@ -57,7 +65,8 @@ def keep_units(recording: Recording, n_units: int | None = None, fraction: float
             count = int(np.ceil(_check_fraction("fraction", fraction) * len(current)))
         order = np.random.default_rng((seed, layer_index)).permutation(len(current))
         kept[layer] = np.sort(current[order[:count]])
-    step = {"step": "keep_units", "n_units": n_units, "fraction": fraction, "seed": seed}
+    step = {"step": "keep_units", "n_units": n_units, "fraction": fraction, "seed": seed,
+            "layers": None if layers is None else list(layers)}
     return recording.with_(unit_indices=kept, provenance=recording.provenance + (step,))
 
 

@@ -1,0 +1,77 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from virtual_lab.cli import main
+from virtual_lab.protocol import ProtocolError, load_protocol, parse_protocol
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quickstart_protocol_loads():
+    protocol = load_protocol(ROOT / "protocols" / "quickstart.toml")
+    assert protocol.name == "quickstart"
+    assert protocol.sweep.rules == ("sgdm", "adam", "feedback_alignment", "information_alignment")
+    n_runs = len(protocol.sweep.rules) * len(protocol.sweep.learning_rate_scales) * protocol.sweep.n_seeds
+    assert n_runs >= 96
+    assert [r.name for r in protocol.rig] == ["full", "sparse-noisy"]
+
+
+def test_every_quickstart_parameter_has_a_comment():
+    for line in (ROOT / "protocols" / "quickstart.toml").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert "#" in line, f"parameter without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"trainig": {}}, "trainig: unknown key; did you mean 'training'?"),
+    ({"training": {"n_epoch": 3}}, "training.n_epoch: unknown key; did you mean 'training.n_epochs'?"),
+    ({"training": {"n_epochs": "3"}}, "training.n_epochs: expected an integer, got string '3'"),
+    ({"training": {"n_epochs": 0}}, "training.n_epochs: 0 is out of range (allowed: >= 1)"),
+    ({"sweep": {"rules": ["sgd"]}}, "sweep.rules[0]: 'sgd' is not allowed; did you mean 'sgdm'?"),
+    ({"rig": [{"unit_fraction": 1.5}]}, "rig[0].unit_fraction: 1.5 is out of range"),
+    ({"rig": [{"noise_sd": -1}]}, "rig[0].noise_sd: -1.0 is out of range (allowed: >= 0)"),
+    ({"rules": {"sgdm": {"learning_rte": 0.1}}}, "did you mean 'rules.sgdm.learning_rate'?"),
+    ({"sweep": {"rules": ["fa", "feedback_alignment"]}}, "each rule may appear once"),
+    ({"name": "a/b"}, "name: 'a/b' must be a non-empty folder name"),
+])
+def test_protocol_errors_are_precise(data, message):
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(data, "bad.toml")
+    text = str(info.value)
+    assert text.startswith("bad.toml: ") and message in text and "\n" not in text
+
+
+def test_aliases_resolve():
+    assert parse_protocol({"sweep": {"rules": ["fa", "ia"]}}).sweep.rules == ("feedback_alignment",
+                                                                            "information_alignment")
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such protocol file"),
+    ("name = [", "not valid TOML"),
+    ("[training]\nn_epochs = 'many'\n", "training.n_epochs: expected an integer"),
+])
+def test_cli_reports_bad_protocol_in_one_line(tmp_path, capsys, content, message):
+    path = tmp_path / "p.toml"
+    if content is not None:
+        path.write_text(content)
+    code = main(["run", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert err.startswith("virtual-lab: error: ") and message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_console_script_help_shows_an_example():
+    out = subprocess.run([sys.executable, "-m", "virtual_lab", "run", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "example:" in out.stdout and "virtual-lab run protocols/quickstart.toml" in out.stdout
+
+
+def test_import_is_light():
+    code = ("import sys, virtual_lab, virtual_lab.protocol, virtual_lab.rig, virtual_lab.cli; "
+            "heavy = [m for m in ('torch', 'pynwb', 'sklearn', 'h5py') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
