@@ -35,7 +35,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from virtual_lab.sessions import inspect_sessions
 
-    messages = inspect_sessions(args.path)
+    messages = inspect_sessions(args.path, config="dandi")
     serious = [m for m in messages if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION", "ERROR")]
     for message in messages:
         print(f"{message.importance.name}: {message.file_path}: {message.check_function_name}: {message.message}")
@@ -77,6 +77,20 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     inspect.add_argument("path", type=Path, help="an NWB file or a folder of them")
     inspect.set_defaults(func=_cmd_inspect)
+
+    import importlib
+
+    from virtual_lab.commands import MODULES
+
+    for name in MODULES:
+        module_name = f"virtual_lab.commands.{name}"
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name != module_name:  # a real missing dependency inside the module
+                raise
+            continue  # subcommand not built yet
+        module.add_parser(sub)
     return parser
 
 
