@@ -7,15 +7,12 @@ instead of retraining it.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
-
-import numpy as np
 
 from virtual_lab.lab.record import GroundTruth
 from virtual_lab.protocol import Protocol, RigSection
@@ -42,6 +39,12 @@ class ExperimentResult:
     report_path : Path or None
     timings : dict of str to float
         Seconds per stage.
+    sweep : virtual_lab.lab.executor.SweepResult
+        Per-run status (complete / diverged / failed), errors, the manifest's contents.
+    n_failed : int
+        Runs without a session (training or writing failed); see ``sweep.failed``.
+    train_only : bool
+        Whether decoding and the report were skipped.
     """
 
     protocol: Protocol
@@ -53,15 +56,22 @@ class ExperimentResult:
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     report_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    sweep: Any = None
+    n_failed: int = 0
+    train_only: bool = False
 
     @property
     def ok(self) -> bool:
-        return bool(self.session_paths) and bool(self.evaluations)
+        """Every run has a session (none failed) and, unless ``train_only``, the decoders ran."""
+        return bool(self.session_paths) and self.n_failed == 0 and (self.train_only or bool(self.evaluations))
 
     def summary_text(self) -> str:
         """A short human-readable summary (what ``virtual-lab run`` prints)."""
         lines = [f"protocol {self.protocol.name}: {len(self.session_paths)} sessions in {self.output_dir} "
-                 f"({self.n_trained} trained, {self.n_reused} reused, {self.n_diverged} diverged)"]
+                 f"({self.n_trained} trained, {self.n_reused} reused, {self.n_diverged} diverged"
+                 + (f", {self.n_failed} FAILED" if self.n_failed else "") + ")"]
+        if self.sweep is not None and (self.sweep.failed or self.sweep.diverged or self.sweep.problems):
+            lines.extend(self.sweep.summary_text().splitlines()[1:])
         for ev in self.evaluations:
             s = ev["summary"]
             label = f"{ev['rig']:<14} {ev['decoder']:<14}" + (f" [{ev['control']}]" if ev["control"] else "")
@@ -79,8 +89,15 @@ def observe_with_rig(ground_truth: GroundTruth, rig: RigSection) -> Recording:
     """Observe one session through a protocol's rig setting.
 
     The rig seed is combined with the session's run id, so every network (every "animal") gets its own
-    units and noise, and the same (rig, session) pair always gives the same recording.
+    units and noise, and the same (rig, session) pair always gives the same recording. With ``rig.preset`` the
+    session is observed through that preset (:func:`virtual_lab.rig.apply_preset`), and the keys given in the
+    protocol's ``[[rig]]`` table (other than ``name``, ``preset`` and ``seed``) override the preset's values.
     """
+    if rig.preset:
+        from virtual_lab.rig.presets import apply_preset
+
+        overrides = {key: getattr(rig, key) for key in rig.given_keys if key not in ("name", "preset", "seed")}
+        return apply_preset(ground_truth, rig.preset, seed=derive_seed(rig.seed, ground_truth.run_id), **overrides)
     return observe(
         ground_truth,
         unit_fraction=rig.unit_fraction if rig.n_units == 0 and rig.unit_fraction < 1 else None,
@@ -94,72 +111,108 @@ def observe_with_rig(ground_truth: GroundTruth, rig: RigSection) -> Recording:
     )
 
 
-def _progress_bar(total: int, description: str, enabled: bool):
-    from tqdm.auto import tqdm
+class SessionSequence(Sequence[GroundTruth]):
+    """Sessions on disk as a read-only sequence of :class:`GroundTruth`, read one at a time when accessed.
 
-    return tqdm(total=total, desc=description, unit="step", unit_scale=True, disable=None if enabled else True,
-                dynamic_ncols=True)
+    Nothing is cached, so iterating over thousands of sessions holds one in memory at a time (files are read
+    with the fast h5py reader). While iterating, the per-run performance (steps, loss, accuracy, metadata)
+    is kept, and :meth:`performance` returns it without reading the files again.
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike]):
+        self.paths = [Path(p) for p in paths]
+        self._performance: dict[int, GroundTruth] = {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return SessionSequence(self.paths[index])
+        from virtual_lab.sessions import read_session
+
+        gt = read_session(self.paths[index], engine="h5py")
+        position = index % len(self.paths)
+        if position not in self._performance:
+            self._performance[position] = _performance_only(gt)
+        return gt
+
+    def __iter__(self):
+        for index in range(len(self.paths)):
+            yield self[index]
+
+    def performance(self) -> list[GroundTruth]:
+        """Every session without its layers: checkpoint steps, loss, accuracy, probe labels and metadata."""
+        return [self._performance[i] if i in self._performance else _performance_only(self[i])
+                for i in range(len(self.paths))]
 
 
-def _writer_pool():
-    """Processes that write NWB files in parallel (hdmf's object mapping is CPU-bound Python)."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _performance_only(gt: GroundTruth) -> GroundTruth:
+    return GroundTruth(layer_names=(), depth_positions=(), checkpoint_steps=gt.checkpoint_steps, activations={},
+                       weights={}, activity_change={}, train_loss=gt.train_loss, test_accuracy=gt.test_accuracy,
+                       probe_stimuli=gt.probe_stimuli[:0], probe_labels=gt.probe_labels, metadata=dict(gt.metadata))
 
-    return ProcessPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
-                               mp_context=multiprocessing.get_context("spawn"))
+
+def train_sweep(protocol: Protocol, *, executor: str = "local", scheduler: str | None = None,
+                n_workers: int | None = None, progress: bool = True):
+    """Train and record every run of the protocol's sweep that has no complete session (resumable).
+
+    Results stream to disk: workers write each population's sessions and return only their status, so
+    memory does not grow with the number of runs. See :mod:`virtual_lab.lab.executor` for how a sweep
+    survives being killed, fixed populations (bit-identical sessions on resume and on every executor),
+    the manifest and the free-space check.
+
+    Parameters
+    ----------
+    protocol : Protocol
+    executor : {"local", "dask"}, default="local"
+    scheduler : str, optional
+        Dask scheduler address; with ``executor="dask"`` and none, a LocalCluster on 127.0.0.1.
+    n_workers : int, optional
+        Training processes (default: one per core, at most one per population; 0 = this process).
+    progress : bool, default=True
+
+    Returns
+    -------
+    virtual_lab.lab.executor.SweepResult
+    """
+    from virtual_lab.lab.executor import run_sweep
+
+    return run_sweep(protocol, executor=executor, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
 
 def train_and_record(protocol: Protocol, *, progress: bool = True) -> tuple[list[GroundTruth], list[Path], dict]:
     """Train every run of the protocol's sweep that has no complete session yet, and write its session.
 
+    Kept for scripts and tutorials that want every ground truth in memory; large sweeps should use
+    :func:`train_sweep` (which keeps nothing in memory) and :class:`SessionSequence`.
+
     Returns
     -------
     ground_truths : list of GroundTruth
-        Every run of the sweep, in sweep order (reused sessions are read back).
+        Every run of the sweep that has a session, in sweep order (read back from the files).
     paths : list of Path
     counts : dict
         ``trained``, ``reused``, ``diverged``.
-    """
-    from virtual_lab.lab.sweep import expand_sweep, group_cohorts
-    from virtual_lab.lab.tasks import load_task
-    from virtual_lab.lab.train import train_population
-    from virtual_lab.sessions import (GROUND_TRUTH_SESSION_ID, is_complete_session, read_session,
-                                      sanitize_id, session_path, write_session)
 
-    task = load_task(protocol.task.name, n_probe=protocol.task.n_probe, seed=protocol.task.seed)
-    specs = expand_sweep(protocol, task.n_features, task.n_classes)
-    root = protocol.recordings_dir
-    paths = {s.run_id: session_path(root, sanitize_id(s.run_id), GROUND_TRUTH_SESSION_ID) for s in specs}
-    done: dict[str, GroundTruth] = {}
-    todo = []
-    for spec in specs:
-        path = paths[spec.run_id]
-        if path.exists() and is_complete_session(path):
-            done[spec.run_id] = read_session(path)
-        else:
-            if path.exists():
-                logger.warning("session %s is incomplete or unreadable; retraining it", path)
-            todo.append(spec)
-    n_reused = len(done)
-    if todo:
-        total = sum(len(c) * (c[0].n_epochs * (len(task.train_y) // c[0].batch_size)) for c in group_cohorts(todo))
-        bar = _progress_bar(total, f"training {len(todo)} networks", progress)
-        with _writer_pool() as pool:
-            try:
-                for cohort in group_cohorts(todo):
-                    results = train_population(cohort, task, device=protocol.training.device, progress=bar.update)
-                    futures = [pool.submit(write_session, gt, paths[spec.run_id], protocol_name=protocol.name)
-                               for spec, gt in zip(cohort, results)]
-                    for spec, gt in zip(cohort, results):
-                        done[spec.run_id] = gt
-                    for future in futures:
-                        future.result()  # re-raise the first write error, if any
-            finally:
-                bar.close()
-    ground_truths = [done[s.run_id] for s in specs]
-    counts = {"trained": len(todo), "reused": n_reused, "diverged": sum(gt.diverged for gt in ground_truths)}
-    return ground_truths, [paths[s.run_id] for s in specs], counts
+    Raises
+    ------
+    RuntimeError
+        If a run failed (its error is in the sweep manifest); the other sessions are written.
+    """
+    from virtual_lab.sessions import read_session
+
+    sweep = train_sweep(protocol, progress=progress)
+    if not sweep.ok:
+        raise RuntimeError(sweep.summary_text())
+    paths = sweep.session_paths
+    ground_truths = [read_session(path, engine="h5py") for path in paths]
+    counts = {"trained": sweep.n_trained, "reused": sweep.n_reused, "diverged": len(sweep.diverged)}
+    return ground_truths, paths, counts
 
 
 def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
@@ -203,8 +256,14 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
     return evaluations, tables
 
 
-def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | None = None) -> ExperimentResult:
+def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | None = None,
+                 executor: str = "local", scheduler: str | None = None, n_workers: int | None = None,
+                 train_only: bool = False) -> ExperimentResult:
     """Run everything a protocol describes: train, record, observe, decode, report.
+
+    Sessions stream to disk during training and are read back one at a time for decoding
+    (:class:`SessionSequence`), so memory does not grow with the number of runs during training. Runs that
+    fail are recorded in the sweep manifest and left out; ``result.ok`` is then False.
 
     Parameters
     ----------
@@ -212,7 +271,15 @@ def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | 
     progress : bool, default=True
         Show a progress bar while training (only on a terminal).
     n_threads : int, optional
-        Torch threads for training (default: all cores).
+        Torch threads of this process (decoders). Training always uses one thread per worker process, so
+        that results do not depend on the machine.
+    executor : {"local", "dask"}, default="local"
+    scheduler : str, optional
+        Address of a Dask scheduler (``executor="dask"``).
+    n_workers : int, optional
+        Training processes (default: one per core, at most one per population; 0 = this process).
+    train_only : bool, default=False
+        Stop after training and recording.
 
     Returns
     -------
@@ -226,16 +293,21 @@ def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | 
         if n_threads < 1:
             raise ValueError(f"threads must be >= 1, got {n_threads}")
         torch.set_num_threads(n_threads)
-    result = ExperimentResult(protocol, protocol.recordings_dir)
+    result = ExperimentResult(protocol, protocol.recordings_dir, train_only=train_only)
     t0 = time.perf_counter()
-    ground_truths, paths, counts = train_and_record(protocol, progress=progress)
+    sweep = train_sweep(protocol, executor=executor, scheduler=scheduler, n_workers=n_workers, progress=progress)
     result.timings["train+record"] = time.perf_counter() - t0
-    result.session_paths = paths
-    result.n_trained, result.n_reused, result.n_diverged = counts["trained"], counts["reused"], counts["diverged"]
+    result.sweep = sweep
+    result.session_paths = sweep.session_paths
+    result.n_trained, result.n_reused = sweep.n_trained, sweep.n_reused
+    result.n_diverged, result.n_failed = len(sweep.diverged), len(sweep.failed)
+    if train_only or not result.session_paths:
+        return result
+    sessions = SessionSequence(result.session_paths)
     t0 = time.perf_counter()
-    result.evaluations, _ = decode_sessions(protocol, ground_truths, progress=progress)
+    result.evaluations, _ = decode_sessions(protocol, sessions, progress=progress)
     result.timings["observe+decode"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    result.report_path = write_report(result, ground_truths)
+    result.report_path = write_report(result, sessions.performance())
     result.timings["report"] = time.perf_counter() - t0
     return result
