@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from virtual_lab.lab.reference import train_reference
-from virtual_lab.lab.rules import PAPER_RULES, get_rule
+from virtual_lab.lab.rules import ALL_RULES, PAPER_RULES, get_rule
 from virtual_lab.lab.train import RunSpec, checkpoint_schedule, init_parameters, train_population
 
 SIZES = (64, 24, 16, 10)
@@ -13,6 +13,7 @@ def spec(rule, seed=0, lr=None, **kw):
     kw.setdefault("n_epochs", 1)
     kw.setdefault("batch_size", 32)
     kw.setdefault("n_checkpoints", 4)
+    kw.setdefault("weight_decay", get_rule(rule).default_weight_decay)
     return RunSpec(rule=rule, learning_rate=lr if lr is not None else get_rule(rule).default_learning_rate * 2,
                    seed=seed, layer_sizes=SIZES, n_probe=50, **kw)
 
@@ -27,10 +28,10 @@ def test_checkpoint_schedule():
         checkpoint_schedule(3, 10)
 
 
-@pytest.mark.parametrize("rule", PAPER_RULES)
+@pytest.mark.parametrize("rule", ALL_RULES)
 def test_population_equals_one_at_a_time_reference(rule, digits):
     # a mixed population: the rule under test next to every other rule, different seeds and rates
-    specs = [spec(rule, seed=1)] + [spec(r, seed=10 + i) for i, r in enumerate(PAPER_RULES)]
+    specs = [spec(rule, seed=1)] + [spec(r, seed=10 + i) for i, r in enumerate(ALL_RULES)]
     if rule == "information_alignment":  # make B move visibly so the IA update itself is compared
         specs[0] = spec(rule, seed=1, ia_alpha=0.5, ia_beta=0.2, ia_gamma=0.05)
     batched = train_population(specs, digits)[0]

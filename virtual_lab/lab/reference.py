@@ -1,10 +1,13 @@
 """A plain one-network-at-a-time PyTorch reference for the population engine.
 
-Each network is an ``nn.Module`` trained with ``torch.optim`` and autograd; feedback alignment and
-information alignment use a custom autograd function whose backward pass multiplies by ``B`` instead of
-``W^T``. It exists to check the batched engine (tests) and to time it (benchmark); it is deliberately
-written independently of :mod:`virtual_lab.lab.train` except for sharing the initialization, data order
-and checkpoint schedule.
+Each network is an ``nn.Module`` trained with ``torch.optim``; backward-based rules use autograd, with a
+custom autograd function whose backward pass multiplies by ``B`` (feedback alignment, information
+alignment, Kolen-Pollack) or by ``sign(W)`` (sign symmetry) instead of ``W^T``; direct feedback alignment
+injects ``e @ D_l`` as the gradient of each hidden pre-activation. Hebbian and node-perturbation updates are
+written out per network and handed to ``torch.optim`` as ``.grad``. It exists to check the batched engine
+(tests) and to time it (benchmark); it is deliberately written independently of
+:mod:`virtual_lab.lab.train` except for sharing the initialization, data order, checkpoint schedule and
+random streams.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from torch import nn
 from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import RunSpec, batch_order, checkpoint_schedule, init_parameters
+from virtual_lab.lab.train import (RunSpec, batch_order, checkpoint_schedule, init_direct_feedback, init_parameters,
+                                   perturbation_generator, sign_symmetry_scale)
 
 
 class _FeedbackLinear(torch.autograd.Function):
@@ -34,7 +38,12 @@ class _FeedbackLinear(torch.autograd.Function):
 
 
 class ReferenceMLP(nn.Module):
-    """An MLP whose layers send errors back through W (backprop) or through a feedback matrix B."""
+    """An MLP whose layers send errors back through W (backprop), a feedback matrix B or sign(W).
+
+    ``forward`` returns every layer's output; for direct feedback alignment, Hebbian learning and node
+    perturbation each layer's input is detached (no error flows between layers), and ``pre`` holds the
+    pre-activations of the last forward pass.
+    """
 
     def __init__(self, spec: RunSpec):
         super().__init__()
@@ -47,25 +56,119 @@ class ReferenceMLP(nn.Module):
                 layer.bias.copy_(b)
             self.layers.append(layer)
         self.feedback = nn.ParameterList([nn.Parameter(f.clone()) for f in feedback])
-        self.uses_feedback = get_rule(spec.rule).feedback != "transpose"
+        rule = get_rule(spec.rule)
+        self.mode = rule.feedback
+        self.pre: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
+        outs, self.pre = [], []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if self.uses_feedback:
+            if self.mode in ("fixed_random", "information_alignment", "kolen_pollack"):
                 h = _FeedbackLinear.apply(x, layer.weight, layer.bias, self.feedback[i])
+            elif self.mode == "sign_symmetry":
+                back = torch.sign(layer.weight.detach()) * sign_symmetry_scale(layer.weight.shape[1])
+                h = _FeedbackLinear.apply(x, layer.weight, layer.bias, back)
+            elif self.mode in ("direct", "none"):
+                h = layer(x.detach())
             else:
                 h = layer(x)
+            self.pre.append(h)
             x = h if i == last else torch.relu(h)
             outs.append(x)
         return outs
 
 
-def _optimizer(rule_optimizer: str, params, lr: float) -> torch.optim.Optimizer:
+def _optimizer(rule_optimizer: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
     if rule_optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if rule_optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+
+
+def _node_perturbation_grads(model: ReferenceMLP, x: torch.Tensor, y: torch.Tensor, sd: float,
+                             generator: torch.Generator) -> None:
+    """Set every parameter's .grad to node perturbation's estimate (two forward passes, no backward)."""
+    n_layers = len(model.layers)
+    with torch.no_grad():
+        clean = nn.functional.cross_entropy(model(x)[-1], y, reduction="none")
+        a, noise, presyn = x, [], []
+        for i, layer in enumerate(model.layers):
+            xi = torch.randn((x.shape[0], layer.out_features), generator=generator) * sd
+            presyn.append(a)
+            noise.append(xi)
+            h = a @ layer.weight.t() + layer.bias + xi
+            a = h if i == n_layers - 1 else torch.relu(h)
+        change = nn.functional.cross_entropy(a, y, reduction="none") - clean
+        coef = change / sd ** 2 / x.shape[0]
+        for layer, xi, a_in in zip(model.layers, noise, presyn):
+            layer.weight.grad = (coef[:, None] * xi).t() @ a_in
+            layer.bias.grad = (coef[:, None] * xi).sum(0)
+
+
+class ReferenceTrainer:
+    """One network, its ``torch.optim`` optimizers and its rule's random streams; :meth:`step` trains it.
+
+    Parameters
+    ----------
+    spec : RunSpec
+    """
+
+    def __init__(self, spec: RunSpec):
+        self.spec = spec
+        self.rule = rule = get_rule(spec.rule)
+        self.model = ReferenceMLP(spec)
+        self.optimizer = _optimizer(rule.optimizer, [p for layer in self.model.layers for p in layer.parameters()],
+                                    spec.learning_rate, spec.weight_decay)
+        self.feedback_optimizer = None
+        if rule.feedback in ("information_alignment", "kolen_pollack"):
+            self.feedback_optimizer = _optimizer(rule.optimizer, list(self.model.feedback), spec.learning_rate,
+                                                 spec.weight_decay)
+        self.direct = init_direct_feedback(spec.layer_sizes, spec.seed) if rule.feedback == "direct" else None
+        self.generator = perturbation_generator(spec.seed) if rule.update == "node_perturbation" else None
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """One training step on a batch ``x`` (B, in), ``y`` (B,)."""
+        rule, spec, model, optimizer = self.rule, self.spec, self.model, self.optimizer
+        n_layers = len(model.layers)
+        optimizer.zero_grad()
+        if rule.update == "node_perturbation":
+            _node_perturbation_grads(model, x, y, spec.perturbation_sd, self.generator)
+            optimizer.step()
+            return
+        outs = model(x)
+        loss = nn.functional.cross_entropy(outs[-1], y)
+        if rule.update == "hebbian":
+            loss.backward()  # reaches the readout only: every layer's input is detached
+            for i in range(n_layers - 1):
+                layer, x_in, y_out = model.layers[i], ([x] + outs)[i].detach(), outs[i].detach()
+                oja = y_out.t() @ x_in - (y_out.t() @ y_out) @ layer.weight.detach()
+                layer.weight.grad = -oja / x.shape[0]
+                layer.bias.grad = torch.zeros_like(layer.bias)
+        elif rule.feedback == "direct":
+            (error,) = torch.autograd.grad(loss, model.pre[-1], retain_graph=True)
+            grads = [(error @ d) * (h > 0) for d, h in zip(self.direct, model.pre[:-1])]
+            torch.autograd.backward(model.pre, grads + [error])
+        else:
+            loss.backward()
+        if self.feedback_optimizer is not None:
+            self.feedback_optimizer.zero_grad()
+            if rule.feedback == "kolen_pollack":
+                for layer, b in zip(model.layers, model.feedback):
+                    b.grad = layer.weight.grad.clone()  # B receives W's update (torch.optim adds the decay)
+            else:
+                inputs = [x] + [o.detach() for o in outs[:-1]]
+                local = 0.0
+                for layer, b, xl in zip(model.layers, model.feedback, inputs):
+                    yl = xl @ layer.weight.detach().t()
+                    r_amp = -(yl * (xl @ b.t())).sum(1).mean()
+                    r_null = ((yl @ b) ** 2).sum(1).mean()
+                    r_decay = (layer.weight.detach() ** 2).sum() + (b ** 2).sum()
+                    local = local + spec.ia_alpha * r_amp + spec.ia_beta * r_null + spec.ia_gamma * r_decay
+                local.backward()
+            self.feedback_optimizer.step()
+        optimizer.step()
 
 
 def train_reference(spec: RunSpec, task: Task) -> GroundTruth:
@@ -74,13 +177,8 @@ def train_reference(spec: RunSpec, task: Task) -> GroundTruth:
     The layer-wise activity change is computed with autograd here (the engine uses the closed form), which
     makes the comparison a check of that formula too.
     """
-    rule = get_rule(spec.rule)
-    model = ReferenceMLP(spec)
-    optimizer = _optimizer(rule.optimizer, [p for layer in model.layers for p in layer.parameters()],
-                           spec.learning_rate)
-    feedback_optimizer = None
-    if rule.feedback == "information_alignment":
-        feedback_optimizer = _optimizer(rule.optimizer, list(model.feedback), spec.learning_rate)
+    trainer = ReferenceTrainer(spec)
+    rule, model = trainer.rule, trainer.model
     order = batch_order(spec.seed, len(task.train_y), spec.batch_size, spec.n_epochs)
     schedule = checkpoint_schedule(order.shape[0], spec.n_checkpoints, spec.checkpoint_spacing)
     train_x, train_y = torch.as_tensor(task.train_x), torch.as_tensor(task.train_y)
@@ -114,24 +212,7 @@ def train_reference(spec: RunSpec, task: Task) -> GroundTruth:
         if step == order.shape[0]:
             break
         idx = order[step]
-        x, y = train_x[idx], train_y[idx]
-        outs = model(x)
-        loss = nn.functional.cross_entropy(outs[-1], y)
-        optimizer.zero_grad()
-        loss.backward()
-        if feedback_optimizer is not None:
-            feedback_optimizer.zero_grad()
-            inputs = [x] + [o.detach() for o in outs[:-1]]
-            local = 0.0
-            for layer, b, xl in zip(model.layers, model.feedback, inputs):
-                yl = xl @ layer.weight.detach().t()
-                r_amp = -(yl * (xl @ b.t())).sum(1).mean()
-                r_null = ((yl @ b) ** 2).sum(1).mean()
-                r_decay = (layer.weight.detach() ** 2).sum() + (b ** 2).sum()
-                local = local + spec.ia_alpha * r_amp + spec.ia_beta * r_null + spec.ia_gamma * r_decay
-            local.backward()
-            feedback_optimizer.step()
-        optimizer.step()
+        trainer.step(train_x[idx], train_y[idx])
 
     return GroundTruth(
         layer_names=names,

@@ -1,16 +1,50 @@
 """Learning rules: one registry dict from name to a frozen :class:`Rule` description.
 
-Definitions follow Nayebi et al. (2020) and DESIGN.md section 3:
+Definitions follow Nayebi et al. (2020) and DESIGN.md section 3. ``W`` is stored ``[out, in]``; a layer's
+error ``delta`` (shape ``[batch, out]``) is sent to its input as ``delta @ M`` where ``M`` is the rule's
+*backward matrix* (``W`` itself for backprop).
 
-* ``sgdm`` - backprop gradient, SGD with Nesterov momentum 0.9.
-* ``adam`` - backprop gradient, Adam (betas 0.9, 0.999; eps 1e-8).
-* ``feedback_alignment`` - the error is sent backward through a fixed random matrix B, drawn independently
-  of W from the same distribution, never updated (Lillicrap et al. 2016); weight updates dW = delta^T x.
-* ``information_alignment`` - as feedback alignment, but B is trained by the layer-local loss
-  R = alpha R_amp + beta R_null + gamma R_decay with R_amp = -E[(xW)(xB^T)], R_null = E||(xW)B||^2,
-  R_decay = ||W||^2 + ||B||^2, W held fixed in this loss (Kunin et al., ICML 2020).
+Exact gradient
+    * ``sgd`` - backprop gradient, plain SGD (no momentum).
+    * ``sgdm`` - backprop gradient, SGD with Nesterov momentum 0.9.
+    * ``adam`` - backprop gradient, Adam (betas 0.9, 0.999; eps 1e-8).
 
-Optimizers: the approximate-gradient rules use SGD with Nesterov momentum, as in the paper.
+Approximate gradient (the error still flows backward, but not through ``W``)
+    * ``feedback_alignment`` - backward matrix is a fixed random ``B``, drawn independently of ``W`` from the
+      same distribution, never updated (Lillicrap et al. 2016); weight updates ``dW = delta^T x``.
+    * ``information_alignment`` - as feedback alignment, but ``B`` is trained by the layer-local loss
+      ``R = alpha R_amp + beta R_null + gamma R_decay`` with ``R_amp = -E[(xW)(xB^T)]``,
+      ``R_null = E||(xW)B||^2``, ``R_decay = ||W||^2 + ||B||^2``, ``W`` held fixed (Kunin et al., ICML 2020).
+    * ``kolen_pollack`` - ``B`` starts as an independent random draw and receives the same update as ``W``
+      (in the ``[out, in]`` layout, i.e. ``W^T``'s update in the paper's notation), both with weight decay,
+      so ``W - B`` decays geometrically and ``B -> W`` (Akrout et al., NeurIPS 2019).
+    * ``sign_symmetry`` - backward matrix is ``sign(W)``, times a fixed per-layer constant
+      ``1 / (2 sqrt(fan_in))`` (the mean ``|W|`` at initialization), so the backward signal has backprop's
+      scale at initialization (Liao, Leibo & Poggio 2016; Xiao et al. 2018 use batch norm for that purpose).
+    * ``direct_feedback_alignment`` - the output error ``e`` is sent straight to every hidden layer through a
+      fixed random matrix ``D_l`` of shape ``[n_classes, n_l]``: ``delta_l = (e @ D_l) * relu'(h_l)``
+      (Nokland, NeurIPS 2016). ``D_l`` is drawn like feedback alignment's ``B`` of the last layer,
+      ``U(-1/sqrt(n_l), 1/sqrt(n_l))``, and never changes.
+
+Local (unsupervised hidden layers)
+    * ``hebbian`` - every hidden layer learns by Oja's subspace rule on its own pre-synaptic input ``x`` and
+      post-synaptic rate ``y = relu(Wx + b)``: ``dW = eta (y^T x - y^T y W) / batch`` (Oja 1989), hidden
+      biases fixed; the readout learns by the delta rule for softmax units, ``dW = eta (t - p)^T x / batch``.
+      No error reaches a hidden layer.
+
+Reward-based
+    * ``node_perturbation`` - every unit's pre-activation receives Gaussian noise ``xi ~ N(0, sigma^2)`` in a
+      second, perturbed forward pass; the change of each example's loss (the negative reward) is correlated
+      with the perturbation: ``dW_l = -eta (1/batch) sum_b (L_b(xi) - L_b) xi_lb x_lb^T / sigma^2``
+      (Williams 1992; Werfel, Xie & Seung 2005). No backward pass: an unbiased estimate of the gradient
+      from two forward passes.
+
+Optimizers: the approximate-gradient and reward rules use SGD with Nesterov momentum, as in the paper;
+``hebbian`` uses plain SGD.
+
+Architectures: every rule is defined for the MLPs the engine trains (any depth and width). Convolutional
+networks are not implemented yet; when they are, FA, IA, KP and sign symmetry carry over with the backward
+matrix as a transposed convolution, while DFA, Hebbian and node perturbation need their own definitions.
 """
 
 from __future__ import annotations
@@ -18,6 +52,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 FAMILIES = ("exact_gradient", "approximate_gradient", "local", "reward")
+
+OPTIMIZERS = ("sgd", "sgdm", "adam")
+
+FEEDBACKS = ("transpose", "fixed_random", "information_alignment", "kolen_pollack", "sign_symmetry", "direct",
+             "none")
+
+UPDATES = ("backward", "hebbian", "node_perturbation")
 
 
 @dataclass(frozen=True)
@@ -29,13 +70,20 @@ class Rule:
     name : str
     family : str
         One of :data:`FAMILIES`.
-    optimizer : {"sgdm", "adam"}
+    optimizer : {"sgd", "sgdm", "adam"}
         Update applied to the (pseudo-)gradient.
-    feedback : {"transpose", "fixed_random", "information_alignment"}
-        What carries the error backward: W itself, a fixed random B, or a B trained by the IA loss.
+    feedback : str
+        What carries the error backward (one of :data:`FEEDBACKS`): ``W`` itself (``"transpose"``), a fixed
+        random ``B``, a ``B`` trained by the IA loss, a ``B`` updated like ``W`` (Kolen-Pollack),
+        ``sign(W)``, direct random projections of the output error (``"direct"``), or nothing (``"none"``).
     default_learning_rate : float
     short_name : str
         Abbreviation used in figures.
+    update : {"backward", "hebbian", "node_perturbation"}, default="backward"
+        How the weight update is formed: from a backward-propagated error, from Oja's rule (hidden layers)
+        plus the delta rule (readout), or from reward-correlated perturbations.
+    default_weight_decay : float, default=0.0
+        L2 weight decay added to the update unless the protocol sets one (Kolen-Pollack needs it).
     """
 
     name: str
@@ -44,25 +92,42 @@ class Rule:
     feedback: str
     default_learning_rate: float
     short_name: str
+    update: str = "backward"
+    default_weight_decay: float = 0.0
 
 
 RULES: dict[str, Rule] = {
+    "sgd": Rule("sgd", "exact_gradient", "sgd", "transpose", 0.1, "SGD"),
     "sgdm": Rule("sgdm", "exact_gradient", "sgdm", "transpose", 0.02, "SGDM"),
     "adam": Rule("adam", "exact_gradient", "adam", "transpose", 1e-3, "Adam"),
     "feedback_alignment": Rule("feedback_alignment", "approximate_gradient", "sgdm", "fixed_random", 0.02, "FA"),
     "information_alignment": Rule("information_alignment", "approximate_gradient", "sgdm",
                                   "information_alignment", 0.02, "IA"),
+    "kolen_pollack": Rule("kolen_pollack", "approximate_gradient", "sgdm", "kolen_pollack", 0.02, "KP",
+                          default_weight_decay=1e-3),
+    "sign_symmetry": Rule("sign_symmetry", "approximate_gradient", "sgdm", "sign_symmetry", 0.02, "SS"),
+    "direct_feedback_alignment": Rule("direct_feedback_alignment", "approximate_gradient", "sgdm", "direct", 0.02,
+                                      "DFA"),
+    "hebbian": Rule("hebbian", "local", "sgd", "none", 0.05, "Hebb", update="hebbian"),
+    "node_perturbation": Rule("node_perturbation", "reward", "sgdm", "none", 0.003, "NP",
+                              update="node_perturbation"),
 }
 
-ALIASES = {"fa": "feedback_alignment", "ia": "information_alignment"}
+ALIASES = {"fa": "feedback_alignment", "ia": "information_alignment", "kp": "kolen_pollack",
+           "dfa": "direct_feedback_alignment", "oja": "hebbian", "np": "node_perturbation", "ss": "sign_symmetry"}
 
 PAPER_RULES = ("sgdm", "adam", "feedback_alignment", "information_alignment")
 
+ALL_RULES = tuple(RULES)
+
 IA_DEFAULTS = {"ia_alpha": 2e-3, "ia_beta": 1e-3, "ia_gamma": 1e-3}
+
+#: Default standard deviation of node perturbation's noise on pre-activations.
+PERTURBATION_SD = 0.05
 
 
 def get_rule(name: str) -> Rule:
-    """Look up a rule by name or alias (``fa``, ``ia``)."""
+    """Look up a rule by name or alias (``fa``, ``ia``, ``kp``, ``dfa``, ``oja``, ``np``, ``ss``)."""
     name = ALIASES.get(name, name)
     if name not in RULES:
         import difflib

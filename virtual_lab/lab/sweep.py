@@ -11,50 +11,96 @@ from virtual_lab.protocol import Protocol
 from virtual_lab.seeding import derive_seed
 
 
+def _hidden_size_options(protocol: Protocol) -> list[tuple[int, ...]]:
+    """Hidden-layer sizes crossed by the sweep: ``widths x depths`` of uniform layers, or the network's own."""
+    base = tuple(protocol.network.hidden_sizes)
+    widths, depths = protocol.sweep.widths, protocol.sweep.depths
+    if not widths and not depths:
+        return [base]
+    return [(w,) * d for w in (widths or (base[0],)) for d in (depths or (len(base),))]
+
+
 def expand_sweep(protocol: Protocol, n_features: int, n_classes: int) -> list[RunSpec]:
-    """Every run of a protocol's sweep: rules x learning-rate scales x seeds.
+    """Every run of a protocol's sweep: tasks x hidden sizes x batch sizes x weight decays x rules x
+    learning-rate scales x seeds.
 
     Every run gets its own seed (initialization and data order), derived from the protocol seed, the rule,
-    the learning-rate scale and the replicate. Seeds are deliberately *not* paired across rules: with
-    paired seeds, twin networks that share an initialization but differ in rule sit on both sides of a
-    network-grouped split, and a decoder of an uninformative feature (e.g. the initial checkpoint) is then
-    pushed systematically *below* chance.
+    the learning-rate scale and the replicate (and, for the sweep dimensions a protocol crosses, the task,
+    hidden sizes, batch size and weight decay; a sweep that crosses none of them keeps the seeds and run ids
+    of earlier versions). Seeds are deliberately *not* paired across rules: with paired seeds, twin networks
+    that share an initialization but differ in rule sit on both sides of a network-grouped split, and a
+    decoder of an uninformative feature (e.g. the initial checkpoint) is then pushed systematically *below*
+    chance.
 
     Parameters
     ----------
     protocol : Protocol
     n_features, n_classes : int
-        Input and output sizes of the task.
+        Input and output sizes of the protocol's task (``[task].name``); other tasks of ``sweep.tasks`` use
+        :func:`virtual_lab.lab.tasks.task_dimensions`.
 
     Returns
     -------
     list of RunSpec
+        In sweep order; runs with equal :attr:`RunSpec.cohort_key` can train in one population, and each
+        run's ``task`` names the task it trains on.
     """
-    sizes = (n_features, *protocol.network.hidden_sizes, n_classes)
+    from virtual_lab.lab.tasks import task_dimensions
+
+    sweep = protocol.sweep
+    tasks = sweep.tasks or (protocol.task.name,)
+    hidden_options = _hidden_size_options(protocol)
+    batch_sizes = sweep.batch_sizes or (protocol.training.batch_size,)
+    specs = []
+    for task in tasks:
+        dims = (n_features, n_classes) if task == protocol.task.name else task_dimensions(task)
+        for hidden in hidden_options:
+            sizes = (dims[0], *hidden, dims[1])
+            for batch_size in batch_sizes:
+                for decay_index, decay in enumerate(sweep.weight_decays or (None,)):
+                    extra = []  # seed parts only for the dimensions this sweep crosses
+                    if sweep.tasks:
+                        extra.append(f"task={task}")
+                    if sweep.widths or sweep.depths:
+                        extra.append("hidden=" + ",".join(map(str, hidden)))
+                    if sweep.batch_sizes:
+                        extra.append(f"batch={batch_size}")
+                    if sweep.weight_decays:
+                        extra.append(f"decay={decay_index}")
+                    specs.extend(_rule_runs(protocol, sizes, task, batch_size, decay, extra))
+    return specs
+
+
+def _rule_runs(protocol: Protocol, sizes: tuple[int, ...], task: str, batch_size: int, decay: float | None,
+               extra: list[str]) -> list[RunSpec]:
+    """Rules x learning-rate scales x seeds of one cell of the sweep."""
     specs = []
     for rule_name in protocol.sweep.rules:
         rule = get_rule(rule_name)
         overrides = protocol.rules.get(rule.name)
         base_lr = overrides.learning_rate if overrides and overrides.learning_rate > 0 else rule.default_learning_rate
-        ia = {}
+        options = {}
         if overrides is not None:
-            ia = {"ia_alpha": overrides.ia_alpha, "ia_beta": overrides.ia_beta, "ia_gamma": overrides.ia_gamma}
+            options = {"ia_alpha": overrides.ia_alpha, "ia_beta": overrides.ia_beta, "ia_gamma": overrides.ia_gamma,
+                       "perturbation_sd": overrides.perturbation_sd}
+        weight_decay = rule.default_weight_decay if decay is None else float(decay)
         for scale_index, scale in enumerate(protocol.sweep.learning_rate_scales):
             for replicate in range(protocol.sweep.n_seeds):
                 specs.append(RunSpec(
                     rule=rule.name,
                     learning_rate=float(base_lr * scale),
-                    batch_size=protocol.training.batch_size,
+                    batch_size=batch_size,
                     n_epochs=protocol.training.n_epochs,
-                    seed=derive_seed(protocol.seed, "run", rule.name, scale_index, replicate),
+                    seed=derive_seed(protocol.seed, "run", rule.name, scale_index, replicate, *extra),
                     layer_sizes=sizes,
-                    task=protocol.task.name,
+                    task=task,
                     task_seed=protocol.task.seed,
                     n_probe=protocol.task.n_probe,
                     n_checkpoints=protocol.training.n_checkpoints,
                     checkpoint_spacing=protocol.training.checkpoint_spacing,
                     protocol=protocol.name,
-                    **ia,
+                    weight_decay=weight_decay,
+                    **options,
                 ))
     return specs
 

@@ -3,9 +3,13 @@
 Many independent networks of one architecture advance in one batched computation: parameters are stacked
 as ``[N, out, in]``, the forward pass is ``baddbmm``, and the backward pass is written by hand, which is what
 lets one population mix learning rules. Backprop sends the error back through ``W``, feedback alignment
-through a fixed random ``B``, information alignment through a ``B`` trained by its layer-local loss. Each
-network keeps its own seed, initialization, data order, learning rule and learning rate, and its results
-equal a one-network-at-a-time reference within float tolerance (``tests/test_train.py``).
+through a fixed random ``B``, information alignment through a ``B`` trained by its layer-local loss,
+Kolen-Pollack through a ``B`` that receives ``W``'s update, sign symmetry through ``sign(W)``, direct feedback
+alignment straight from the output error through fixed random matrices; Hebbian networks replace the hidden
+layers' update by Oja's rule and node-perturbation networks replace the whole backward pass by a second,
+perturbed forward pass (see :mod:`virtual_lab.lab.rules`). Each network keeps its own seed, initialization,
+data order, learning rule and hyperparameters, and its results equal a one-network-at-a-time reference
+within float tolerance (``tests/test_train.py``).
 
 A network whose loss becomes NaN/inf is marked diverged and frozen at that step; its later checkpoints are
 NaN. Its neighbours are unaffected: every operation is independent along the network axis.
@@ -24,7 +28,7 @@ import torch
 
 from virtual_lab import __version__
 from virtual_lab.lab.record import GroundTruth, depth_positions
-from virtual_lab.lab.rules import IA_DEFAULTS, get_rule
+from virtual_lab.lab.rules import IA_DEFAULTS, PERTURBATION_SD, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.seeding import derive_seed, stable_hash
 
@@ -62,6 +66,14 @@ class RunSpec:
         Information-alignment loss weights (used by ``information_alignment`` only).
     protocol : str
         Name of the protocol the run belongs to (not part of the id).
+    weight_decay : float, default=0.0
+        L2 weight decay added to every (pseudo-)gradient, as ``torch.optim``'s ``weight_decay``
+        (Kolen-Pollack applies it to ``B`` too).
+    perturbation_sd : float, default=0.05
+        Standard deviation of node perturbation's noise on pre-activations (``node_perturbation`` only).
+
+    Fields added after the first release (``weight_decay``, ``perturbation_sd``) enter the ``run_id`` only
+    when they differ from their defaults, so run ids of earlier specs do not change.
     """
 
     rule: str
@@ -79,12 +91,17 @@ class RunSpec:
     ia_beta: float = IA_DEFAULTS["ia_beta"]
     ia_gamma: float = IA_DEFAULTS["ia_gamma"]
     protocol: str = ""
+    weight_decay: float = 0.0
+    perturbation_sd: float = PERTURBATION_SD
 
     @property
     def run_id(self) -> str:
         """Deterministic id from the resolved spec and the code version (protocol name excluded)."""
         fields = asdict(self)
         fields.pop("protocol")
+        for name, default in _ID_OPTIONAL_FIELDS.items():
+            if fields[name] == default:
+                fields.pop(name)
         fields["code_version"] = __version__
         return stable_hash(json.dumps(fields, sort_keys=True))
 
@@ -93,6 +110,10 @@ class RunSpec:
         """Runs with equal keys can train together in one batched population."""
         return (self.layer_sizes, self.batch_size, self.n_epochs, self.task, self.task_seed, self.n_probe,
                 self.n_checkpoints, self.checkpoint_spacing)
+
+
+#: Fields added after the first release, with the default at which they are left out of the run id.
+_ID_OPTIONAL_FIELDS = {"weight_decay": 0.0, "perturbation_sd": PERTURBATION_SD}
 
 
 def checkpoint_schedule(n_steps: int, n_checkpoints: int, spacing: str = "linear") -> np.ndarray:
@@ -177,19 +198,50 @@ def batch_order(seed: int, n_train: int, batch_size: int, n_epochs: int) -> torc
     return torch.cat(epochs)
 
 
-class _Optimizer:
-    """Per-network SGD (Nesterov momentum) or Adam on stacked parameters ``[N, ...]``.
+def init_direct_feedback(layer_sizes: Sequence[int], seed: int) -> list[torch.Tensor]:
+    """One network's direct-feedback-alignment matrices, one per hidden layer.
 
-    Matches ``torch.optim.SGD(momentum=0.9, nesterov=True)`` and ``torch.optim.Adam`` element-wise.
+    ``D_l`` maps the output error to hidden layer ``l``; it is drawn like feedback alignment's ``B`` of the
+    last layer, ``U(-1/sqrt(n_l), 1/sqrt(n_l))``, from its own stream (so it changes no other draw).
+
+    Returns
+    -------
+    list of Tensor, shapes (n_classes, n_l) for every hidden layer l
+    """
+    generator = torch.Generator().manual_seed(derive_seed(seed, "direct_feedback"))
+    n_out = layer_sizes[-1]
+    return [_uniform((n_out, n), 1.0 / math.sqrt(n), generator) for n in layer_sizes[1:-1]]
+
+
+def perturbation_generator(seed: int) -> torch.Generator:
+    """The generator of one node-perturbation network's noise (drawn per step, per layer, in forward order)."""
+    return torch.Generator().manual_seed(derive_seed(seed, "perturbation"))
+
+
+def sign_symmetry_scale(fan_in: int) -> float:
+    """Fixed scale of sign symmetry's backward matrix ``sign(W)``: the mean ``|W|`` at initialization."""
+    return 0.5 / math.sqrt(fan_in)
+
+
+class _Optimizer:
+    """Per-network plain SGD, SGD with Nesterov momentum or Adam on stacked parameters ``[N, ...]``.
+
+    Matches ``torch.optim.SGD(momentum=0)``, ``torch.optim.SGD(momentum=0.9, nesterov=True)`` and
+    ``torch.optim.Adam`` element-wise, including their (coupled L2) ``weight_decay``.
     """
 
-    def __init__(self, params: list[torch.Tensor], is_adam: torch.Tensor, learning_rate: torch.Tensor):
+    def __init__(self, params: list[torch.Tensor], is_adam: torch.Tensor, learning_rate: torch.Tensor,
+                 is_plain: torch.Tensor | None = None, weight_decay: torch.Tensor | None = None):
         self.params = params
         self.is_adam = is_adam
+        self.is_plain = is_plain if is_plain is not None else torch.zeros_like(is_adam)
         self.any_adam = bool(is_adam.any())
         self.any_sgd = bool((~is_adam).any())
+        self.any_momentum = bool((~is_adam & ~self.is_plain).any())
+        self.any_plain = bool(self.is_plain.any())
+        self.weight_decay = weight_decay if weight_decay is not None and bool((weight_decay != 0).any()) else None
         self.learning_rate = learning_rate
-        self.buf = [torch.zeros_like(p) for p in params] if self.any_sgd else []
+        self.buf = [torch.zeros_like(p) for p in params] if self.any_momentum else []
         self.m = [torch.zeros_like(p) for p in params] if self.any_adam else []
         self.v = [torch.zeros_like(p) for p in params] if self.any_adam else []
         self.t = 0
@@ -202,9 +254,14 @@ class _Optimizer:
         bc2_sqrt = math.sqrt(1 - b2 ** self.t)
         for i, (p, g) in enumerate(zip(self.params, grads)):
             shape = (-1,) + (1,) * (p.dim() - 1)
-            if self.any_sgd:
+            if self.weight_decay is not None:
+                g = g + self.weight_decay.view(shape) * p
+            update = g
+            if self.any_momentum:
                 buf = self.buf[i].mul_(SGD_MOMENTUM).add_(g)
                 update = g + SGD_MOMENTUM * buf
+                if self.any_plain:
+                    update = torch.where(self.is_plain.view(shape), g, update)
             if self.any_adam:
                 m = self.m[i].mul_(b1).add_(g, alpha=1 - b1)
                 v = self.v[i].mul_(b2).addcmul_(g, g, value=1 - b2)
@@ -238,22 +295,71 @@ def _forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Te
     return pre, outs
 
 
+def _example_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of every example. logits [N, B, C], targets [N, B] -> [N, B]."""
+    logp = torch.log_softmax(logits, dim=2)
+    return -logp.gather(2, targets.unsqueeze(2)).squeeze(2)
+
+
 def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per network. logits [N, B, C], targets [N, B] -> [N]."""
-    logp = torch.log_softmax(logits, dim=2)
-    return -logp.gather(2, targets.unsqueeze(2)).squeeze(2).mean(1)
+    return _example_losses(logits, targets).mean(1)
+
+
+def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[torch.Tensor],
+                   backward_matrix: Callable[[int], torch.Tensor],
+                   direct: Callable[[int, torch.Tensor], torch.Tensor] | None) -> tuple[list, list]:
+    """Send the output error backward and form every layer's weight and bias (pseudo-)gradient.
+
+    Parameters
+    ----------
+    error : Tensor, shape (N, B, n_classes)
+        d loss / d logits, already divided by the batch size.
+    inputs, pre : list of Tensor, shapes (N, B, in_l) and (N, B, out_l)
+        Each layer's input and pre-activation.
+    backward_matrix : callable
+        ``l -> (N, out_l, in_l)``: the matrix that carries layer ``l``'s error to its input.
+    direct : callable or None
+        ``(l, chained) -> (N, B, out_l)``: replaces the chained error of hidden layer ``l`` for the
+        networks that receive the output error directly (direct feedback alignment).
+
+    Returns
+    -------
+    grad_w : list of Tensor, shapes (N, out_l, in_l)
+    grad_b : list of Tensor, shapes (N, out_l)
+    """
+    n_layers = len(inputs)
+    grad_w, grad_b = [None] * n_layers, [None] * n_layers
+    delta = error
+    for l in reversed(range(n_layers)):
+        grad_w[l] = torch.bmm(delta.transpose(1, 2), inputs[l])
+        grad_b[l] = delta.sum(1)
+        if l > 0:
+            chained = torch.bmm(delta, backward_matrix(l))
+            if direct is not None:
+                chained = direct(l - 1, chained)
+            delta = chained * (pre[l - 1] > 0)
+    return grad_w, grad_b
+
+
+def _mask(rules: Sequence, predicate: Callable, device: torch.device) -> torch.Tensor:
+    return torch.tensor([bool(predicate(r)) for r in rules], device=device)
+
+
+def _indices(mask: torch.Tensor) -> torch.Tensor:
+    return torch.nonzero(mask).flatten()
 
 
 def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
                      progress: Callable[[int], None] | None = None,
-                     final_state: dict | None = None) -> list[GroundTruth]:
+                     final_state: dict | None = None, timings: dict | None = None) -> list[GroundTruth]:
     """Train a population of networks of one architecture in one batched computation.
 
     Parameters
     ----------
     specs : sequence of RunSpec
         The runs; they must share :attr:`RunSpec.cohort_key` (architecture, batch size, epochs, task,
-        checkpoints). Rules, learning rates and seeds may differ.
+        checkpoints). Rules, learning rates, weight decays and seeds may differ.
     task : Task
         The task every run trains on (``task.name`` must match the specs).
     device : str, default="cpu"
@@ -261,14 +367,22 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     progress : callable, optional
         Called with the number of network-steps just completed.
     final_state : dict, optional
-        If given, filled with the final stacked parameters as numpy arrays: ``"weights"``, ``"biases"`` and
-        ``"feedback"`` (lists over layers of ``[N, ...]`` arrays), for inspecting a rule's mechanics.
+        If given, filled with the final stacked parameters as numpy arrays: ``"weights"``, ``"biases"``,
+        ``"feedback"`` (lists over layers of ``[N, ...]`` arrays) and ``"direct_feedback"`` (list over hidden
+        layers of ``[N, n_classes, n_l]``, or empty when no run uses direct feedback alignment), for
+        inspecting a rule's mechanics.
+    timings : dict, optional
+        If given, filled with wall-clock seconds: ``"total"`` and ``"record"`` (checkpoint recording).
 
     Returns
     -------
     list of GroundTruth
         One per spec, in order.
     """
+    import time
+
+    t_start = time.perf_counter()
+    t_record = 0.0
     if not specs:
         return []
     keys = {s.cohort_key for s in specs}
@@ -294,19 +408,56 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     n_steps = orders.shape[1]
     schedule = checkpoint_schedule(n_steps, first.n_checkpoints, first.checkpoint_spacing)
 
-    is_adam = torch.tensor([r.optimizer == "adam" for r in rules], device=dev)
-    uses_w = torch.tensor([r.feedback == "transpose" for r in rules], device=dev).view(-1, 1, 1)
-    learning_rate = torch.tensor([s.learning_rate for s in specs], dtype=torch.float32, device=dev)
-    optimizer = _Optimizer(weights + biases, is_adam, learning_rate)
-    ia_index = torch.tensor([i for i, r in enumerate(rules) if r.feedback == "information_alignment"],
-                            dtype=torch.long, device=dev)
-    ia_optimizer = None
-    if len(ia_index):
-        ia_feedback = [f.index_select(0, ia_index) for f in feedback]
-        ia_optimizer = _Optimizer(ia_feedback, is_adam.index_select(0, ia_index),
-                                  learning_rate.index_select(0, ia_index))
-        ia_coef = [torch.tensor([getattr(specs[i], name) for i in ia_index.tolist()], dtype=torch.float32,
-                                device=dev).view(-1, 1, 1) for name in ("ia_alpha", "ia_beta", "ia_gamma")]
+    def column(values: Sequence[float]) -> torch.Tensor:
+        return torch.tensor(values, dtype=torch.float32, device=dev)
+
+    is_adam = _mask(rules, lambda r: r.optimizer == "adam", dev)
+    is_plain = _mask(rules, lambda r: r.optimizer == "sgd", dev)
+    learning_rate = column([s.learning_rate for s in specs])
+    weight_decay = column([s.weight_decay for s in specs])
+    optimizer = _Optimizer(weights + biases, is_adam, learning_rate, is_plain, weight_decay)
+
+    # what carries the error backward, per network
+    uses_w = _mask(rules, lambda r: r.feedback == "transpose", dev).view(-1, 1, 1)
+    all_transpose = bool(uses_w.all())
+    is_sign = _mask(rules, lambda r: r.feedback == "sign_symmetry", dev).view(-1, 1, 1)
+    any_sign = bool(is_sign.any())
+    is_direct = _mask(rules, lambda r: r.feedback == "direct", dev).view(-1, 1, 1)
+    direct_feedback: list[torch.Tensor] = []
+    if bool(is_direct.any()):
+        drawn = [init_direct_feedback(sizes, s.seed) for s in specs]
+        direct_feedback = [torch.stack([d[l] for d in drawn]).to(dev) for l in range(n_layers - 1)]
+
+    def backward_matrix(l: int) -> torch.Tensor:
+        if all_transpose:
+            return weights[l]
+        back = torch.where(uses_w, weights[l], feedback[l])
+        if any_sign:
+            back = torch.where(is_sign, torch.sign(weights[l]) * sign_symmetry_scale(sizes[l]), back)
+        return back
+
+    # feedback matrices with their own update: information alignment (local loss), Kolen-Pollack (W's update)
+    def subset_optimizer(index: torch.Tensor) -> _Optimizer:
+        return _Optimizer([f.index_select(0, index) for f in feedback], is_adam.index_select(0, index),
+                          learning_rate.index_select(0, index), is_plain.index_select(0, index),
+                          weight_decay.index_select(0, index))
+
+    ia_index = _indices(_mask(rules, lambda r: r.feedback == "information_alignment", dev))
+    ia_optimizer = subset_optimizer(ia_index) if len(ia_index) else None
+    if ia_optimizer is not None:
+        ia_specs = [specs[i] for i in ia_index.tolist()]
+        ia_coef = [column([getattr(s, name) for s in ia_specs]).view(-1, 1, 1)
+                   for name in ("ia_alpha", "ia_beta", "ia_gamma")]
+    kp_index = _indices(_mask(rules, lambda r: r.feedback == "kolen_pollack", dev))
+    kp_optimizer = subset_optimizer(kp_index) if len(kp_index) else None
+
+    # networks whose update is not a backward-propagated error
+    any_backward = any(r.update == "backward" for r in rules)
+    hebb_index = _indices(_mask(rules, lambda r: r.update == "hebbian", dev))
+    np_index = _indices(_mask(rules, lambda r: r.update == "node_perturbation", dev))
+    np_generators = [perturbation_generator(specs[i].seed) for i in np_index.tolist()]
+    if len(np_index):
+        np_sd = column([specs[i].perturbation_sd for i in np_index.tolist()]).view(-1, 1, 1)
 
     train_x = torch.as_tensor(task.train_x, device=dev)
     train_y = torch.as_tensor(task.train_y, device=dev)
@@ -332,12 +483,17 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         recorder.train_loss[alive, index] = loss.cpu().numpy()[alive]
         recorder.test_accuracy[alive, index] = accuracy.cpu().numpy()[alive]
 
+    def direct(l: int, chained: torch.Tensor) -> torch.Tensor:
+        return torch.where(is_direct, torch.bmm(error, direct_feedback[l]), chained)
+
     next_checkpoint = 0
     eye = torch.eye(sizes[-1], device=dev)
     with torch.no_grad():
         for step in range(n_steps + 1):
             if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
+                t0 = time.perf_counter()
                 record(next_checkpoint)
+                t_record += time.perf_counter() - t0
                 next_checkpoint += 1
             if step == n_steps:
                 break
@@ -346,7 +502,8 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             y = train_y[idx]
             pre, outs = _forward(x, weights, biases)
             logits = outs[-1]
-            loss = _cross_entropy(logits, y)
+            example_losses = _example_losses(logits, y)
+            loss = example_losses.mean(1)
             bad = ~torch.isfinite(loss) & active.bool()
             if bool(bad.any()):
                 for i in torch.nonzero(bad).flatten().tolist():
@@ -354,15 +511,42 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                     logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
                 active = active * (~bad).float()
             batch = x.shape[1]
-            delta = (torch.softmax(logits, dim=2) - eye[y]) / batch
-            grad_w, grad_b = [None] * n_layers, [None] * n_layers
+            error = (torch.softmax(logits, dim=2) - eye[y]) / batch
             inputs = [x] + outs[:-1]
-            for l in reversed(range(n_layers)):
-                grad_w[l] = torch.bmm(delta.transpose(1, 2), inputs[l])
-                grad_b[l] = delta.sum(1)
-                if l > 0:
-                    back = torch.where(uses_w, weights[l], feedback[l])
-                    delta = torch.bmm(delta, back) * (pre[l - 1] > 0)
+            if any_backward:
+                grad_w, grad_b = _backward_pass(error, inputs, pre, backward_matrix,
+                                                direct if direct_feedback else None)
+            else:  # only local and reward-based networks: no error is sent backward
+                grad_w = [torch.zeros_like(w) for w in weights]
+                grad_b = [torch.zeros_like(b) for b in biases]
+                if len(hebb_index):  # the delta rule of the readout uses only its own input and error
+                    grad_w[-1] = torch.bmm(error.transpose(1, 2), inputs[-1])
+                    grad_b[-1] = error.sum(1)
+            if len(hebb_index):
+                for l in range(n_layers - 1):
+                    x_l = inputs[l].index_select(0, hebb_index)
+                    y_l = outs[l].index_select(0, hebb_index)
+                    w_l = weights[l].index_select(0, hebb_index)
+                    oja = torch.bmm(y_l.transpose(1, 2), x_l) - torch.bmm(torch.bmm(y_l.transpose(1, 2), y_l), w_l)
+                    grad_w[l].index_copy_(0, hebb_index, -oja / batch)
+                    grad_b[l].index_fill_(0, hebb_index, 0.0)
+            if len(np_index):
+                a = x.index_select(0, np_index)
+                noise, presyn = [], []
+                for l in range(n_layers):
+                    xi = torch.stack([torch.randn((batch, sizes[l + 1]), generator=g) for g in np_generators])
+                    xi = xi.to(dev) * np_sd
+                    presyn.append(a)
+                    noise.append(xi)
+                    h = torch.baddbmm(biases[l].index_select(0, np_index).unsqueeze(1), a,
+                                      weights[l].index_select(0, np_index).transpose(1, 2)) + xi
+                    a = h if l == n_layers - 1 else torch.relu(h)
+                change = _example_losses(a, y.index_select(0, np_index)) - example_losses.index_select(0, np_index)
+                coef = (change.unsqueeze(2) / (np_sd * np_sd)) / batch  # [k, B, 1]
+                for l in range(n_layers):
+                    weighted = coef * noise[l]
+                    grad_w[l].index_copy_(0, np_index, torch.bmm(weighted.transpose(1, 2), presyn[l]))
+                    grad_b[l].index_copy_(0, np_index, weighted.sum(1))
             if ia_optimizer is not None:
                 grad_feedback = []
                 alpha, beta, gamma = ia_coef
@@ -376,6 +560,10 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 ia_optimizer.step(grad_feedback, active.index_select(0, ia_index))
                 for l in range(n_layers):
                     feedback[l].index_copy_(0, ia_index, ia_optimizer.params[l])
+            if kp_optimizer is not None:
+                kp_optimizer.step([g.index_select(0, kp_index) for g in grad_w], active.index_select(0, kp_index))
+                for l in range(n_layers):
+                    feedback[l].index_copy_(0, kp_index, kp_optimizer.params[l])
             optimizer.step(grad_w + grad_b, active)
             if progress is not None:
                 progress(n_nets)
@@ -384,6 +572,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         final_state["weights"] = [w.cpu().numpy() for w in weights]
         final_state["biases"] = [b.cpu().numpy() for b in biases]
         final_state["feedback"] = [f.cpu().numpy() for f in feedback]
+        final_state["direct_feedback"] = [d.cpu().numpy() for d in direct_feedback]
     results = []
     rule_meta = {s.rule: get_rule(s.rule) for s in specs}
     nonlinearities = ",".join(["relu"] * (n_layers - 1) + ["linear"])
@@ -397,7 +586,9 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             "family": rule.family,
             "optimizer": rule.optimizer,
             "feedback": rule.feedback,
+            "update": rule.update,
             "learning_rate": float(spec.learning_rate),
+            "weight_decay": float(spec.weight_decay),
             "batch_size": int(spec.batch_size),
             "n_epochs": int(spec.n_epochs),
             "n_steps": int(n_steps),
@@ -418,6 +609,11 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         }
         if rule.feedback == "information_alignment":
             metadata.update(ia_alpha=float(spec.ia_alpha), ia_beta=float(spec.ia_beta), ia_gamma=float(spec.ia_gamma))
+        if rule.feedback == "direct":
+            metadata["direct_feedback_seed"] = int(derive_seed(spec.seed, "direct_feedback"))
+        if rule.update == "node_perturbation":
+            metadata.update(perturbation_sd=float(spec.perturbation_sd),
+                            perturbation_seed=int(derive_seed(spec.seed, "perturbation")))
         results.append(GroundTruth(
             layer_names=names,
             depth_positions=depth_positions(n_layers),
@@ -431,4 +627,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             probe_labels=task.probe_y.copy(),
             metadata=metadata,
         ))
+    if timings is not None:
+        timings["total"] = time.perf_counter() - t_start
+        timings["record"] = t_record
     return results

@@ -1,0 +1,41 @@
+import json
+
+import pytest
+
+from virtual_lab.bench import format_benchmark, model_flops_per_step, run_benchmark
+from virtual_lab.cli import main
+
+
+def test_model_flops_counts_forward_weight_gradient_and_error_propagation():
+    # 64-128-10 at batch 32: layer 1 forward + weight gradient (no error to the input), layer 2 all three
+    assert model_flops_per_step((64, 128, 10), 32) == 4 * 32 * 64 * 128 + 6 * 32 * 128 * 10
+
+
+def test_tiny_benchmark_reports_every_figure():
+    result = run_benchmark(n_networks=4, hidden_sizes=(16,), n_epochs=1, n_checkpoints=3, n_probe=50,
+                           n_threads=1, n_reference_networks=2, n_reference_steps=5, peak_size=128)
+    assert result["config"]["layer_sizes"] == [64, 16, 10] and result["config"]["n_steps"] == (1797 - 50) // 64
+    for key in ("network_steps_per_s", "achieved_flops"):
+        assert result["engine"][key] > 0 and result["reference"][key] > 0
+    assert 0 < result["engine"]["record_fraction"] < 1
+    assert result["speedup"] == pytest.approx(result["engine"]["network_steps_per_s"]
+                                              / result["reference"]["network_steps_per_s"])
+    assert result["fraction_of_peak"] == pytest.approx(result["engine"]["achieved_flops"]
+                                                       / result["matmul_peak_flops"])
+    assert "speedup" in format_benchmark(result)
+    json.dumps(result)
+
+
+def test_bench_command_writes_json(tmp_path, capsys):
+    out = tmp_path / "b" / "bench.json"
+    code = main(["bench", "--networks", "2", "--hidden-sizes", "8", "--epochs", "1", "--threads", "1",
+                 "--reference-networks", "1", "--reference-steps", "3", "--peak-size", "64",
+                 "--output", str(out)])
+    assert code == 0
+    assert json.loads(out.read_text())["config"]["n_networks"] == 2
+    assert "written" in capsys.readouterr().out
+
+
+def test_bench_command_rejects_bad_sizes(capsys):
+    assert main(["bench", "--hidden-sizes", "8,x"]) != 0
+    assert "hidden" in capsys.readouterr().err.lower()

@@ -1,0 +1,186 @@
+"""Each learning rule is tested by its defining property (DESIGN.md section 3), and learns digits."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+import virtual_lab.lab.train as train_module
+from virtual_lab.lab.rules import ALIASES, ALL_RULES, FAMILIES, PAPER_RULES, RULES, get_rule
+from virtual_lab.lab.train import (RunSpec, init_direct_feedback, init_parameters, sign_symmetry_scale,
+                                   train_population)
+
+SIZES = (64, 24, 16, 10)
+
+
+def one_step(rule, digits, seed=0, **kw):
+    """Spec of a single full-batch step (every training example, one update)."""
+    kw.setdefault("learning_rate", 0.05)
+    return RunSpec(rule=rule, batch_size=len(digits.train_y), n_epochs=1, seed=seed, layer_sizes=SIZES, n_probe=50,
+                   n_checkpoints=2, **kw)
+
+
+def hand_pseudo_gradient(rule, seed, digits):
+    """The rule's (pseudo-)gradient of every weight matrix at initialization, written out in numpy."""
+    w, b, fb = (list(map(lambda t: t.numpy().astype(np.float64), ts)) for ts in init_parameters(SIZES, seed))
+    d = [t.numpy().astype(np.float64) for t in init_direct_feedback(SIZES, seed)]
+    x, y = digits.train_x.astype(np.float64), digits.train_y
+    inputs, pre, a = [], [], x
+    for l in range(len(w)):
+        inputs.append(a)
+        h = a @ w[l].T + b[l]
+        pre.append(h)
+        a = h if l == len(w) - 1 else np.maximum(h, 0)
+    p = np.exp(a - a.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    error = (p - np.eye(10)[y]) / len(y)
+    grads, delta = [None] * len(w), error
+    for l in reversed(range(len(w))):
+        grads[l] = delta.T @ inputs[l]
+        if l == 0:
+            break
+        back = {"sgd": w[l], "sgdm": w[l], "feedback_alignment": fb[l], "kolen_pollack": fb[l],
+                "sign_symmetry": np.sign(w[l]) * 0.5 / np.sqrt(w[l].shape[1])}.get(rule, w[l])
+        chained = error @ d[l - 1] if rule == "direct_feedback_alignment" else delta @ back
+        delta = chained * (pre[l - 1] > 0)
+    if rule == "hebbian":
+        for l in range(len(w) - 1):
+            post = np.maximum(pre[l], 0)
+            grads[l] = -(post.T @ inputs[l] - (post.T @ post) @ w[l]) / len(y)
+    return w, grads
+
+
+@pytest.mark.parametrize("rule", ["sgd", "sgdm", "feedback_alignment", "kolen_pollack", "sign_symmetry",
+                                  "direct_feedback_alignment", "hebbian"])
+def test_first_update_follows_the_rule_definition(rule, digits):
+    # backprop multiplies the error by W, FA and KP by B, sign symmetry by sign(W) (times a fixed scale),
+    # DFA sends the output error straight to each hidden layer, Hebbian hidden layers follow Oja's rule
+    state = {}
+    spec = one_step(rule, digits, seed=3)
+    train_population([spec], digits, final_state=state)
+    w0, grads = hand_pseudo_gradient(rule, 3, digits)
+    factor = 1.0 if get_rule(rule).optimizer == "sgd" else 1.9  # first Nesterov step: g + 0.9 g
+    for l, g in enumerate(grads):
+        measured = (w0[l] - state["weights"][l][0]) / (spec.learning_rate * factor)
+        np.testing.assert_allclose(measured, g, atol=2e-5 * np.abs(g).max() + 1e-7)
+
+
+def test_sign_symmetry_scale_is_mean_initial_weight_magnitude():
+    w, _, _ = init_parameters((400, 300, 10), 0)
+    assert np.isclose(np.abs(w[0].numpy()).mean(), sign_symmetry_scale(400), rtol=0.02)
+
+
+def test_kolen_pollack_feedback_converges_to_w(digits):
+    # W and B receive the same update plus weight decay, so W - B shrinks by a scalar factor c_t:
+    # d_t = W_t - B_t, momentum buffer m_t = 0.9 m_{t-1} + wd d_t, d_{t+1} = d_t - lr (wd d_t + 0.9 m_t)
+    lr, wd = 0.05, 0.05
+    state = {}
+    spec = RunSpec(rule="kolen_pollack", learning_rate=lr, batch_size=64, n_epochs=2, seed=4, layer_sizes=SIZES,
+                   n_probe=50, n_checkpoints=2, weight_decay=wd)
+    train_population([spec], digits, final_state=state)
+    n_steps = 2 * (len(digits.train_y) // 64)
+    c, m = 1.0, 0.0
+    for _ in range(n_steps):
+        m = 0.9 * m + wd * c
+        c = c - lr * (wd * c + 0.9 * m)
+    w0, _, b0 = init_parameters(SIZES, 4)
+    for l in range(len(SIZES) - 1):
+        w, b = state["weights"][l][0], state["feedback"][l][0]
+        np.testing.assert_allclose(w - b, c * (w0[l].numpy() - b0[l].numpy()), atol=1e-4)
+        cos0 = np.sum(w0[l].numpy() * b0[l].numpy()) / np.linalg.norm(w0[l]) / np.linalg.norm(b0[l])
+        cos = np.sum(w * b) / np.linalg.norm(w) / np.linalg.norm(b)
+        assert cos > cos0 + 0.3  # the angle between B and W falls
+
+
+def test_direct_feedback_matrices_never_change(digits):
+    state = {}
+    specs = [one_step("direct_feedback_alignment", digits, seed=s) for s in (1, 2)]
+    train_population(specs, digits, final_state=state)
+    for i, s in enumerate((1, 2)):
+        for l, d in enumerate(init_direct_feedback(SIZES, s)):
+            assert state["direct_feedback"][l][i].shape == (10, SIZES[l + 1])
+            np.testing.assert_array_equal(state["direct_feedback"][l][i], d.numpy())
+
+
+def test_hebbian_hidden_updates_ignore_the_labels(digits):
+    # Oja's rule uses only pre- and post-synaptic activity: permuting the labels changes the readout only
+    rng = np.random.default_rng(0)
+    shuffled = dataclasses.replace(digits, train_y=rng.permutation(digits.train_y))
+    spec = RunSpec(rule="hebbian", learning_rate=0.05, batch_size=64, n_epochs=1, seed=5, layer_sizes=SIZES,
+                   n_probe=50, n_checkpoints=2)
+    a, b = {}, {}
+    train_population([spec], digits, final_state=a)
+    train_population([spec], shuffled, final_state=b)
+    w0, b0, _ = init_parameters(SIZES, 5)
+    for l in range(len(SIZES) - 2):
+        np.testing.assert_array_equal(a["weights"][l], b["weights"][l])
+        np.testing.assert_array_equal(a["biases"][l][0], b0[l].numpy())  # hidden biases stay fixed
+        assert np.abs(a["weights"][l][0] - w0[l].numpy()).max() > 1e-3  # ... but the weights did learn
+    assert np.abs(a["weights"][-1] - b["weights"][-1]).max() > 1e-3
+
+
+def test_local_and_reward_rules_send_no_error_backward(digits, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("backward pass called")
+
+    monkeypatch.setattr(train_module, "_backward_pass", forbidden)
+    specs = [one_step("node_perturbation", digits, seed=1), one_step("hebbian", digits, seed=2)]
+    results = train_population(specs, digits)
+    assert all(np.isfinite(r.train_loss).all() for r in results)
+    with pytest.raises(AssertionError, match="backward pass called"):  # the patch is effective
+        train_population(specs + [one_step("sgdm", digits)], digits)
+
+
+def test_node_perturbation_estimates_the_gradient_without_computing_it(digits):
+    # two forward passes, loss change x perturbation: positively aligned with the true gradient
+    state = {}
+    specs = [one_step("node_perturbation", digits, seed=s, learning_rate=1.0) for s in range(6)]
+    train_population(specs, digits, final_state=state)
+    cosines = np.zeros((len(specs), len(SIZES) - 1))
+    for i, s in enumerate(range(6)):
+        w0, grads = hand_pseudo_gradient("sgd", s, digits)
+        for l, g in enumerate(grads):
+            estimate = w0[l] - state["weights"][l][i]
+            cosines[i, l] = np.sum(estimate * g) / np.linalg.norm(estimate) / np.linalg.norm(g)
+    assert (cosines.mean(0) > 0.05).all() and (cosines[:, -1] > 0.2).all()
+    assert (cosines < 0.95).all()  # an estimate, not the gradient itself
+
+
+def test_every_rule_has_a_family_and_aliases_resolve():
+    assert len(RULES) == 10 and set(PAPER_RULES) <= set(RULES)
+    assert {r.family for r in RULES.values()} == set(FAMILIES)
+    for alias, name in ALIASES.items():
+        assert get_rule(alias).name == name
+    with pytest.raises(ValueError, match="did you mean 'hebbian'"):
+        get_rule("hebian")
+
+
+def test_every_rule_learns_digits_above_chance(digits):
+    # default learning rate and weight decay, default architecture (64-128-128-10), batch 64
+    def spec(rule, n_epochs):
+        r = get_rule(rule)
+        return RunSpec(rule=rule, learning_rate=r.default_learning_rate, weight_decay=r.default_weight_decay,
+                       batch_size=64, n_epochs=n_epochs, seed=11, n_probe=50, n_checkpoints=2)
+
+    fast = [r for r in ALL_RULES if r != "node_perturbation"]
+    results = train_population([spec(r, 4) for r in fast], digits)
+    # reward-based learning is slow: node perturbation gets 20 epochs
+    results += train_population([spec("node_perturbation", 20)], digits)
+    for rule, gt in zip(fast + ["node_perturbation"], results):
+        assert gt.test_accuracy[0] < 0.2, rule
+        assert gt.test_accuracy[-1] > (0.3 if rule == "node_perturbation" else 0.6), (rule, gt.test_accuracy)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_population_on_gpu_equals_cpu(digits):
+    specs = [RunSpec(rule=r, learning_rate=get_rule(r).default_learning_rate,
+                     weight_decay=get_rule(r).default_weight_decay, batch_size=32, n_epochs=1, seed=i, layer_sizes=SIZES, n_probe=50, n_checkpoints=3)
+             for i, r in enumerate(ALL_RULES)]
+    cpu = train_population(specs, digits)
+    gpu = train_population(specs, digits, device="cuda")
+    for a, b in zip(cpu, gpu):
+        for layer in a.layer_names:
+            np.testing.assert_allclose(a.weights[layer], b.weights[layer], atol=1e-4)
+            np.testing.assert_allclose(a.activations[layer], b.activations[layer], atol=1e-3)

@@ -1,0 +1,50 @@
+"""``virtual-lab bench``: time the population engine against one-at-a-time training and write JSON."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _run(args: argparse.Namespace) -> int:
+    from virtual_lab.bench import format_benchmark, run_benchmark, write_benchmark
+
+    try:
+        hidden = tuple(int(v) for v in args.hidden_sizes.split(","))
+    except ValueError:
+        hidden = ()
+    if not hidden or min(hidden) < 1:
+        raise ValueError(f"--hidden-sizes must be comma-separated positive integers, got {args.hidden_sizes!r}")
+    result = run_benchmark(n_networks=args.networks, hidden_sizes=hidden, batch_size=args.batch_size,
+                           n_epochs=args.epochs, n_threads=args.threads, device=args.device,
+                           n_reference_networks=args.reference_networks,
+                           n_reference_steps=args.reference_steps, peak_size=args.peak_size)
+    path = write_benchmark(result, args.output)
+    print(format_benchmark(result))
+    print(f"written: {path}")
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark the population training engine",
+        description="Measure network-steps/s of the batched population engine against a one-network-at-a-time "
+                    "nn.Module + torch.optim reference on the same networks, the engine's FLOP/s against the "
+                    "measured float32 matmul peak, and the cost of checkpoint recording; write JSON.",
+        epilog="example:\n  virtual-lab bench --threads 2 --output bench.json\n"
+               "  python -m virtual_lab.bench --networks 16 --epochs 2",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--networks", type=int, default=64, help="networks in the population (default 64)")
+    parser.add_argument("--hidden-sizes", default="128,128", help="hidden layer sizes (default 128,128)")
+    parser.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs of digits (default 20: 480 steps)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="engine device (default cpu)")
+    parser.add_argument("--reference-networks", type=int, default=8,
+                        help="networks the one-at-a-time reference trains (default 8)")
+    parser.add_argument("--reference-steps", type=int, default=100,
+                        help="steps per reference network (default 100)")
+    parser.add_argument("--peak-size", type=int, default=1024,
+                        help="side of the square matmul that measures the peak (default 1024)")
+    parser.add_argument("--output", type=Path, default=Path("bench.json"), help="JSON output (default bench.json)")
+    parser.set_defaults(func=_run)
