@@ -5,6 +5,14 @@ return new views that differ only in which units, synapses and checkpoints are k
 steps are applied. Noise is drawn from ``default_rng((seed, layer_index, checkpoint_index, measure))`` over
 the *whole* layer at that checkpoint and then indexed, so any slice reads the same values however it is
 requested, and changing a noise level never changes which units were sampled.
+
+Modality models (:mod:`virtual_lab.rig.spiking`, :mod:`~virtual_lab.rig.calcium`,
+:mod:`~virtual_lab.rig.tracking`, :mod:`~virtual_lab.rig.synapses`) add *measurement steps*. An activity step
+maps the whole layer at the kept checkpoints, shape (T, S, U_layer), to what the rig measures per probe
+presentation (e.g. spike counts in a trial window, mean dF/F in a response window); the kept units are
+indexed afterwards, so the values of a unit never depend on which other units were kept. A synapse step
+maps the kept synapses to their measured sizes. Order of evaluation: activity steps in the order they were
+added, then unit selection, then additive noise; for synapses: selection, additive noise, synapse step.
 """
 
 from __future__ import annotations
@@ -30,6 +38,27 @@ class NoiseStep:
     seed: int
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What a measurement step may look at when it is evaluated for one layer.
+
+    Attributes
+    ----------
+    source : GroundTruth
+        The session observed.
+    layer : str
+    layer_index : int
+        Position of ``layer`` in ``source.layer_names`` (part of every noise seed).
+    checkpoint_indices : ndarray of int64, shape (T,)
+        Positions of the kept checkpoints in the source (part of every noise seed).
+    """
+
+    source: GroundTruth
+    layer: str
+    layer_index: int
+    checkpoint_indices: np.ndarray
+
+
 @dataclass(frozen=True, eq=False)
 class Recording:
     """What a rig observes of one session.
@@ -51,6 +80,16 @@ class Recording:
         Noise steps, applied in order.
     provenance : tuple of dict
         One entry per transform: its name, parameters and resolved seed.
+    activity_steps : tuple
+        Measurement steps on the layer outputs (objects with ``apply_activity(values, context)``), in order.
+    synapse_steps : tuple
+        Measurement steps on the kept synapses (objects with ``apply_synapses(values, synapse_indices,
+        context)``), in order.
+    measures : tuple of str
+        What this rig measures, a subset of ``("weight", "act", "gradavg")``; asking for another measure
+        is an error (a spike rig does not see weights).
+    activity_kind : str
+        What ``activations`` holds: ``"activation"`` (the layer output), ``"spike_count"`` or ``"dff"``.
     """
 
     source: GroundTruth
@@ -59,6 +98,10 @@ class Recording:
     checkpoint_indices: np.ndarray
     noise: tuple[NoiseStep, ...] = ()
     provenance: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    activity_steps: tuple[Any, ...] = ()
+    synapse_steps: tuple[Any, ...] = ()
+    measures: tuple[str, ...] = MEASURES
+    activity_kind: str = "activation"
 
     @classmethod
     def from_ground_truth(cls, ground_truth: GroundTruth) -> "Recording":
@@ -105,21 +148,44 @@ class Recording:
         """A copy with some fields replaced (used by transforms)."""
         return replace(self, **changes)
 
+    def context(self, layer: str) -> StepContext:
+        """The :class:`StepContext` of ``layer`` for this view."""
+        return StepContext(self.source, layer, self.layer_names.index(layer), self.checkpoint_indices)
+
+    def _require(self, measure: str) -> None:
+        if measure not in self.measures:
+            raise ValueError(f"this rig does not measure {measure!r} (it measures: {', '.join(self.measures)}); "
+                             f"restrict the observables to recording.measures")
+
     # -- accessors ------------------------------------------------------------------------------
     def activations(self, layer: str) -> np.ndarray:
         """Observed layer outputs, shape (T, S, U) float32 (T kept checkpoints, U kept units)."""
+        self._require("act")
         full = self.source.activations[layer]
         units = self.unit_indices[layer]
-        out = full[self.checkpoint_indices][:, :, units].astype(np.float32, copy=True)
+        if self.activity_steps:
+            values = full[self.checkpoint_indices].astype(np.float32, copy=True)
+            context = self.context(layer)
+            for step in self.activity_steps:
+                values = step.apply_activity(values, context)
+            out = np.ascontiguousarray(values[:, :, units], dtype=np.float32)
+        else:
+            out = full[self.checkpoint_indices][:, :, units].astype(np.float32, copy=True)
         return self._add_noise(out, "act", layer, lambda noise: noise[:, :, units])
 
     def weights(self, layer: str) -> np.ndarray:
         """Observed synapses (forward weights, flattened), shape (T, n_synapses) float32."""
+        self._require("weight")
         full = self.source.weights[layer]
         flat = full.reshape(full.shape[0], -1)
         syn = self.synapse_indices[layer]
         out = flat[self.checkpoint_indices][:, syn].astype(np.float32, copy=True)
-        return self._add_noise(out, "weight", layer, lambda noise: noise.reshape(noise.shape[0], -1)[:, syn])
+        out = self._add_noise(out, "weight", layer, lambda noise: noise.reshape(noise.shape[0], -1)[:, syn])
+        if self.synapse_steps:
+            context = self.context(layer)
+            for step in self.synapse_steps:
+                out = step.apply_synapses(out, syn, context)
+        return out
 
     def activity_change(self, layer: str) -> np.ndarray:
         """Observed layer-wise activity change per stimulus, shape (T, S) float32.
@@ -127,6 +193,7 @@ class Recording:
         With every unit kept this is the recorded ``g_b``. With fewer units it is recomputed over the kept
         output units: ``g_b = mean_{j kept} f'(h_bj) * sum_i W_ji`` (``f'`` from the layer's nonlinearity).
         """
+        self._require("gradavg")
         units = self.unit_indices[layer]
         n_all = self.source.activations[layer].shape[2]
         if len(units) == n_all:

@@ -1,0 +1,271 @@
+"""Rig presets: named, commented TOML recipes of rig steps, and one call to observe a session through one.
+
+A preset file (``protocols/rigs/<name>.toml``) has a ``name``, a ``description`` and one table per stage,
+applied in this fixed order (absent stages are skipped)::
+
+    checkpoints  keep_checkpoints(n_checkpoints, spacing)        sessions over learning
+    units        keep_units(n_units | fraction)                  neurons within reach of the rig
+    spiking      spike_counts(...)                               rates -> spike counts per presentation
+    sorting      sort_spikes(...)                                recall vs SNR, contamination, merges, splits
+    tracking     track_units(found_probability, swap_probability)  chronic identity across sessions
+    calcium      calcium_imaging(indicator, ...)                 spikes -> dF/F per presentation
+    synapses     keep_synapses(fraction)                          synapses measured (paper)
+    em           em_snapshot(...)                                one terminal timepoint, sizes without sign
+    spines       spine_imaging(...)                              positive weights, several timepoints
+    noise        add_noise(sd, relative, measures)               additive Gaussian noise (paper)
+
+Keys are the keyword arguments of those functions (``n_checkpoints = 0`` and ``n_units = 0`` mean "all").
+Each stage gets its own seed, ``derive_seed(seed, stage)``, so changing one stage's parameters never changes
+another stage's draws (a new noise level keeps the same units).
+
+Library entry points::
+
+    preset = load_preset("2p-gcamp6s")                   # a name in protocols/rigs, or a path
+    recording = apply_preset(ground_truth, preset, seed=0, n_units=50, noise_sd=0.2)
+    variant = preset.with_params({"calcium.noise_level": 4.0})
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from virtual_lab.rig._checks import check_choice
+from virtual_lab.rig.calcium import calcium_imaging
+from virtual_lab.rig.recording import Recording
+from virtual_lab.rig.spiking import sort_spikes, spike_counts
+from virtual_lab.rig.synapses import em_snapshot, spine_imaging
+from virtual_lab.rig.tracking import track_units
+from virtual_lab.rig.transforms import add_noise, keep_checkpoints, keep_synapses, keep_units
+from virtual_lab.seeding import derive_seed, resolve_seed
+
+#: Folder of the bundled presets.
+PRESET_DIR = Path(__file__).resolve().parents[2] / "protocols" / "rigs"
+
+
+def _checkpoints(rec: Recording, *, n_checkpoints: int = 0, spacing: str = "even", seed: int) -> Recording:
+    return rec if n_checkpoints == 0 else keep_checkpoints(rec, n_checkpoints, spacing=spacing, seed=seed)
+
+
+def _units(rec: Recording, *, n_units: int = 0, fraction: float = 1.0, seed: int) -> Recording:
+    if n_units:
+        return keep_units(rec, n_units=n_units, seed=seed)
+    return rec if fraction == 1.0 else keep_units(rec, fraction=fraction, seed=seed)
+
+
+def _synapses(rec: Recording, *, fraction: float = 1.0, seed: int) -> Recording:
+    return rec if fraction == 1.0 else keep_synapses(rec, fraction, seed=seed)
+
+
+def _noise(rec: Recording, *, sd: float = 0.0, relative: bool = False,
+           measures: tuple[str, ...] = ("weight", "act", "gradavg"), seed: int) -> Recording:
+    measures = tuple(m for m in measures if m in rec.measures)
+    return rec if sd == 0 or not measures else add_noise(rec, sd, relative=relative, measures=measures, seed=seed)
+
+
+#: Stage name -> function, in the order stages are applied.
+STAGES: Mapping[str, Callable[..., Recording]] = {
+    "checkpoints": _checkpoints, "units": _units, "spiking": spike_counts, "sorting": sort_spikes,
+    "tracking": track_units, "calcium": calcium_imaging, "synapses": _synapses, "em": em_snapshot,
+    "spines": spine_imaging, "noise": _noise,
+}
+
+#: Shortcuts accepted by :func:`apply_preset` (and protocol ``[[rig]]`` tables) -> "stage.key".
+SHORTCUTS = {"n_units": "units.n_units", "unit_fraction": "units.fraction", "n_checkpoints": "checkpoints.n_checkpoints",
+             "checkpoint_spacing": "checkpoints.spacing", "synapse_fraction": "synapses.fraction",
+             "noise_sd": "noise.sd", "noise_relative": "noise.relative"}
+
+
+def stage_defaults(stage: str) -> dict[str, Any]:
+    """Keyword parameters of a stage and their defaults (``seed`` excluded)."""
+    check_choice("stage", stage, STAGES)
+    params = inspect.signature(STAGES[stage]).parameters
+    return {name: (None if p.default is inspect.Parameter.empty else p.default)
+            for name, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and name != "seed"}
+
+
+def _type_ok(value: Any, default: Any) -> bool:
+    if default is None:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    return isinstance(value, type(default))
+
+
+@dataclass(frozen=True)
+class RigPreset:
+    """A validated rig recipe.
+
+    Attributes
+    ----------
+    name : str
+    description : str
+    stages : dict of str to dict
+        Stage name -> the parameters the preset sets (defaults of the stage function fill the rest).
+    path : str
+        File the preset was read from ("" if built in code).
+    """
+
+    name: str
+    description: str = ""
+    stages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        where = self.path or self.name
+        for stage, params in self.stages.items():
+            if stage not in STAGES:
+                close = difflib.get_close_matches(stage, list(STAGES), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"{where}: unknown rig stage [{stage}]{hint} (available: {', '.join(STAGES)})")
+            defaults = stage_defaults(stage)
+            for key, value in params.items():
+                if key not in defaults:
+                    close = difflib.get_close_matches(key, list(defaults), n=1)
+                    hint = f"; did you mean '{stage}.{close[0]}'?" if close else ""
+                    raise ValueError(f"{where}: unknown key {stage}.{key}{hint} (allowed: {', '.join(defaults)})")
+                if not _type_ok(value, defaults[key]):
+                    raise TypeError(f"{where}: {stage}.{key} = {value!r} has the wrong type "
+                                    f"(expected {type(defaults[key]).__name__}, like the default {defaults[key]!r})")
+        if "em" in self.stages and ("spines" in self.stages or "checkpoints" in self.stages):
+            raise ValueError(f"{where}: an [em] snapshot has one timepoint; it cannot be combined with "
+                             f"[checkpoints] or [spines]")
+
+    def parameters(self) -> dict[str, Any]:
+        """Every parameter of every stage of the preset, defaults filled in, as ``{"stage.key": value}``."""
+        out = {}
+        for stage in STAGES:
+            if stage in self.stages:
+                for key, default in stage_defaults(stage).items():
+                    out[f"{stage}.{key}"] = self.stages[stage].get(key, default)
+        return out
+
+    def with_params(self, changes: Mapping[str, Any]) -> "RigPreset":
+        """A copy with some parameters changed: keys ``"stage.key"`` or a shortcut such as ``"noise_sd"``.
+
+        Changing a parameter of a stage the preset lacks adds that stage.
+        """
+        stages = {stage: dict(params) for stage, params in self.stages.items()}
+        for key, value in changes.items():
+            dotted = SHORTCUTS.get(key, key.replace("__", "."))
+            if "." not in dotted:
+                allowed = sorted(SHORTCUTS) + ["<stage>.<key>"]
+                close = difflib.get_close_matches(key, list(SHORTCUTS), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown rig parameter {key!r}{hint} (allowed: {', '.join(allowed)})")
+            stage, name = dotted.split(".", 1)
+            stages.setdefault(stage, {})[name] = list(value) if isinstance(value, tuple) else value
+        return RigPreset(self.name, self.description, stages, self.path)
+
+
+def available_presets() -> list[str]:
+    """Names of the bundled presets (files in :data:`PRESET_DIR`)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _preset_path(name_or_path: str | os.PathLike) -> Path:
+    text = str(name_or_path)
+    candidate = Path(text)
+    if candidate.suffix == ".toml" or os.sep in text or "/" in text:
+        if not candidate.is_file():
+            raise ValueError(f"rig preset file {text!r} does not exist")
+        return candidate
+    path = PRESET_DIR / f"{text}.toml"
+    if not path.is_file():
+        check_choice("preset", text, available_presets())
+    return path
+
+
+def load_preset(name_or_path: str | os.PathLike) -> RigPreset:
+    """Read a rig preset: a bundled name (see :func:`available_presets`) or a path to a TOML file.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+
+    Returns
+    -------
+    RigPreset
+
+    Raises
+    ------
+    ValueError
+        Unknown preset (with the closest name and the list of available ones), unknown stage or key, or a
+        value of the wrong type.
+
+    Examples
+    --------
+    >>> load_preset("paper-gaussian").stages["noise"]["relative"]
+    True
+    """
+    if isinstance(name_or_path, RigPreset):
+        return name_or_path
+    path = _preset_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML: {err}") from None
+    name = data.pop("name", path.stem)
+    description = data.pop("description", "")
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: top-level key {key!r} must be a [stage] table (stages: {', '.join(STAGES)})")
+    return RigPreset(str(name), str(description), data, str(path))
+
+
+def apply_preset(ground_truth, preset: RigPreset | str, seed: int | None = 0, **overrides: Any) -> Recording:
+    """Observe a ground-truth session through a rig preset.
+
+    Parameters
+    ----------
+    ground_truth : GroundTruth or Recording
+        The session (a Recording is observed further).
+    preset : RigPreset or str
+        A preset or a name / path for :func:`load_preset`.
+    seed : int, optional, default=0
+        Rig seed; each stage uses ``derive_seed(seed, stage)``. ``None`` draws one (stored in provenance).
+    **overrides
+        Parameter changes, as in :meth:`RigPreset.with_params`: shortcuts (``n_units``, ``unit_fraction``,
+        ``n_checkpoints``, ``checkpoint_spacing``, ``synapse_fraction``, ``noise_sd``, ``noise_relative``)
+        or ``stage__key`` (e.g. ``calcium__noise_level=4.0``).
+
+    Returns
+    -------
+    Recording
+        Its provenance starts with ``{"step": "preset", "name", "seed", "parameters"}``.
+
+    Examples
+    --------
+    >>> from virtual_lab.testing import mock_ground_truth
+    >>> rec = apply_preset(mock_ground_truth(), "em-snapshot", seed=1)
+    >>> rec.n_checkpoints, rec.measures
+    (1, ('weight',))
+    """
+    preset = load_preset(preset)
+    if overrides:
+        preset = preset.with_params(overrides)
+    seed = resolve_seed(seed)
+    rec = ground_truth if isinstance(ground_truth, Recording) else Recording.from_ground_truth(ground_truth)
+    header = {"step": "preset", "name": preset.name, "seed": seed, "parameters": preset.parameters()}
+    rec = rec.with_(provenance=rec.provenance + (header,))
+    for stage, function in STAGES.items():
+        if stage in preset.stages:
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.stages[stage].items()}
+            rec = function(rec, **params, seed=derive_seed(seed, stage))
+    return rec
