@@ -11,7 +11,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from virtual_lab.analysis.decoders import DECODERS, make_decoder
 from virtual_lab.analysis.evaluation import (
-    EvaluationResult, class_scores, evaluate, grouped_splits, network_predictions, sem,
+    EvaluationResult, class_scores, dprime, evaluate, grouped_splits, layer_splits, network_predictions,
+    permutation_test, sem, wilson_interval,
 )
 from virtual_lab.analysis.observables import FeatureTable, feature_names_for
 
@@ -86,7 +87,7 @@ def test_grouped_splits_errors_are_clear():
 
 # -- decoders ----------------------------------------------------------------------------------------
 def test_decoder_names_and_did_you_mean():
-    assert set(DECODERS) == {"random_forest", "linear_svm", "logistic"}
+    assert set(DECODERS) == {"random_forest", "linear_svm", "logistic", "conv1d"}
     assert make_decoder("random_forest", seed=5)[-1].random_state == 5
     assert make_decoder("random_forest")[-1].n_jobs == 1
     with pytest.raises(ValueError, match="Did you mean 'random_forest'"):
@@ -193,3 +194,117 @@ def test_summary_is_json_serializable_and_consistent():
 def test_sem():
     assert sem([1.0, 2.0, 3.0]) == pytest.approx(1.0 / math.sqrt(3))
     assert math.isnan(sem([1.0]))
+
+
+# -- layer-level splits leak network identity -----------------------------------------------------------
+def test_planted_network_identity_helps_layer_splits_but_not_grouped_splits():
+    from sklearn.ensemble import RandomForestClassifier
+
+    # no rule signal at all; 6 columns hold a random code per network, shared by all its layers
+    table = _table(n_rules=2, networks_per_rule=16, n_layers=4, signal=0.0, seed=3)
+    rng = np.random.default_rng(4)
+    networks, inverse = np.unique(table.network_id, return_inverse=True)
+    code = rng.normal(size=(len(networks), 6))
+    X = table.X.copy()
+    X[:, :6] = code[inverse] + rng.normal(0, 0.01, (table.n_examples, 6))
+    planted = _table(n_rules=2, networks_per_rule=16, n_layers=4, X=X)
+    forest = RandomForestClassifier(n_estimators=40, random_state=0, n_jobs=1)
+    kwargs = dict(n_splits=6, seed=0)
+    layer = evaluate(planted, forest, split="layer", **kwargs)
+    grouped = evaluate(planted, forest, split="grouped", **kwargs)
+    layer_without = evaluate(table, forest, split="layer", **kwargs)
+    assert layer.split_kind == "layer" and grouped.split_kind == "grouped"
+    assert np.mean(layer.layer_accuracy) > 0.85          # recognises the network, not the rule
+    assert np.mean(layer.layer_accuracy) - np.mean(grouped.layer_accuracy) > 0.25
+    assert np.mean(layer_without.layer_accuracy) < 0.7
+    assert np.mean(grouped.layer_accuracy) < 0.7         # nothing to recognise on unseen networks
+    assert np.mean(grouped.network_accuracy) < 0.75
+
+
+def test_layer_splits_are_category_balanced_over_examples():
+    labels = np.repeat(["a", "b"], [8, 12])
+    for train, test in layer_splits(labels, n_splits=4, seed=1):
+        assert np.sum(labels[test] == "a") == 2 and np.sum(labels[test] == "b") == 3
+        assert np.intersect1d(train, test).size == 0
+    with pytest.raises(ValueError, match="at least 2 rules"):
+        layer_splits(["a", "a"])
+
+
+# -- permutation test ---------------------------------------------------------------------------------------
+def test_permutation_null_is_centred_on_chance():
+    table = _table(n_rules=4, networks_per_rule=8, signal=0.0, seed=5)
+    result = permutation_test(table, "logistic", n_permutations=30, n_splits=3, seed=0)
+    assert result.null.shape == (30,)
+    assert abs(result.null_mean - 0.25) < 0.06
+    b = int(np.sum(result.null >= result.observed))
+    assert result.p_value == pytest.approx((b + 1) / 31)
+
+
+def test_permutation_test_rejects_when_rule_is_encoded_and_shuffles_across_networks():
+    table = _table(n_rules=2, networks_per_rule=6, signal=6.0)
+    result = permutation_test(table, "logistic", n_permutations=9, n_splits=2, seed=1)
+    assert result.observed == 1.0 and result.p_value == pytest.approx(0.1)
+    from virtual_lab.analysis.evaluation import _permuted_rules
+
+    shuffled = _permuted_rules(table, 0, 0)
+    for network in np.unique(table.network_id):  # one label per network, counts per rule preserved
+        assert len(set(shuffled[table.network_id == network])) == 1
+    assert sorted(shuffled.tolist()) == sorted(table.rule.tolist())
+    with pytest.raises(ValueError, match="Did you mean 'network_accuracy'"):
+        permutation_test(table, "logistic", 2, metric="network_acuracy")
+
+
+# -- statistics with known values -----------------------------------------------------------------------------
+def test_wilson_interval_known_values():
+    assert wilson_interval(8, 10) == pytest.approx((0.4902, 0.9433), abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="n_total"):
+        wilson_interval(1, 0)
+
+
+def test_dprime_known_values():
+    counts = np.array([[8, 2], [2, 8]])
+    assert dprime(counts, correction=None) == pytest.approx([1.6832, 1.6832], abs=1e-4)
+    # log-linear: H = 8.5/11, F = 2.5/11
+    from scipy.stats import norm
+
+    expected = norm.ppf(8.5 / 11) - norm.ppf(2.5 / 11)
+    assert dprime(counts)[0] == pytest.approx(expected)
+    assert np.isfinite(dprime(np.eye(3, dtype=int) * 5)).all()
+    assert np.isnan(dprime(np.array([[0, 0], [1, 3]]))[0])
+
+
+def test_result_reports_dprime_wilson_and_importances_by_observable_and_measure():
+    # signal only in timepoint-0 "weightraw_mean" columns: importances must point at the weight measure
+    table = _table(n_rules=2, networks_per_rule=8, signal=3.0, seed=2)
+    result = evaluate(table, "random_forest", n_splits=3, seed=0)
+    summary = json.loads(json.dumps(result.summary(), allow_nan=False))
+    low, high = summary["network_accuracy_wilson95"]
+    assert low <= summary["network_accuracy_pooled"] <= high
+    assert summary["n_test_networks"] == result.n_test_networks <= 16
+    assert set(summary["network_dprime"]) == set(table.classes)
+    by_measure = result.importance_by_measure()
+    assert sum(by_measure.values()) == pytest.approx(1.0)
+    assert next(iter(by_measure)) == "weight"
+    assert "weightraw_mean" in result.importance_by_observable()
+    assert result.feature_importances.shape == (3, table.n_features)
+    # linear decoders give importances too; the Conv1D MLP does not
+    assert evaluate(table, "logistic", n_splits=2).importance_by_measure()
+
+
+def test_nested_model_selection_picks_from_the_grid():
+    table = _table(n_rules=2, networks_per_rule=8, signal=2.0)
+    result = evaluate(table, "logistic", n_splits=2, param_grid={"classifier__C": [0.01, 1.0]}, inner_splits=2)
+    assert result.param_grid == "custom" and len(result.best_params) == 2
+    assert all(p["classifier__C"] in (0.01, 1.0) for p in result.best_params)
+    assert result.summary()["best_params"][0]["classifier__C"] in (0.01, 1.0)
+
+
+def test_conv1d_decoder_reads_the_table_layout():
+    table = _table(n_rules=2, networks_per_rule=12)
+    X = table.X.copy()
+    X[:, :6] += np.where(table.rule == "rule1", 3.0, -3.0)[:, None]  # the rule shifts every timepoint
+    table = _table(n_rules=2, networks_per_rule=12, X=X)
+    result = evaluate(table, "conv1d", n_splits=2, return_estimators=True)
+    assert result.estimators[0][-1].layout_ == (6, 1, 3)
+    assert np.mean(result.network_accuracy) > 0.7

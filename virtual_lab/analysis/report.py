@@ -125,6 +125,46 @@ def _table_rows(evaluations: Sequence[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
+def _extras(evaluations: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Permutation test, clustering and split comparison attached by ``decode_sessions`` (or {})."""
+    return next((e["extras"] for e in evaluations if e.get("extras")), {})
+
+
+def _controls_markdown(evaluations: Sequence[dict[str, Any]]) -> list[str]:
+    """The "Controls" section: how to read the control rows, permutation test, splits, clustering."""
+    extras = _extras(evaluations)
+    if not extras:
+        return []
+    lines = ["## Controls", "",
+             "Rows with a *control* in the accuracy table: *weights / activations / activity_change only* "
+             "decode from one observable class; *time average*, *last timepoint* and *time shuffled* remove "
+             "the time course; *performance only* decodes from the loss and accuracy curves alone (is the "
+             "rule given away by performance?); *performance matched* keeps networks whose final accuracy "
+             "overlaps across rules; *rule family* decodes the family instead of the rule; *layer-level "
+             "splits* are the paper's splits, which let one network's layers sit on both sides. The same "
+             "analyses run one by one with `virtual-lab decode RECORDINGS --control NAME`.", ""]
+    perm = extras.get("permutation")
+    if perm:
+        lines += [f"- **Permutation test** ({perm['decoder']}, labels shuffled across networks, whole "
+                  f"cross-validation re-run {perm['n_permutations']} times): network accuracy "
+                  f"{perm['observed']:.3f} vs null {perm['null_mean']:.3f} ± {perm['null_sd'] or 0:.3f} "
+                  f"(empirical chance), p = {perm['p_value']:.3f}."]
+    diff = extras.get("split_difference")
+    if diff:
+        lines += [f"- **Grouped vs layer-level splits**: layer-level splits change layer accuracy by "
+                  f"{diff['layer_accuracy']:+.3f} and network accuracy by {diff['network_accuracy']:+.3f} "
+                  f"(positive = what leaking a network's identity buys)."]
+    clustering = extras.get("clustering")
+    if clustering:
+        scores = ", ".join(f"{k}: ARI {v['ari']:.2f}, NMI {v['nmi']:.2f}" for k, v in clustering["scores"].items()
+                           if v["ari"] is not None)
+        lines += [f"- **Unsupervised clustering** ({clustering['method']}, {clustering['n_clusters']} clusters, "
+                  f"{clustering['n_networks']} networks, no labels): {scores or 'no label with 2+ values'}."]
+    for name, reason in extras.get("skipped", {}).items():
+        lines += [f"- *{name}* skipped: {reason}"]
+    return lines + [""]
+
+
 _HEADER = ["rig", "decoder", "control", "layer accuracy", "layer balanced acc.", "network accuracy",
            "networks", "splits", "chance"]
 
@@ -171,6 +211,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         "evaluations": [{"rig": e["rig"], "decoder": e["decoder"], "control": e["control"], **e["summary"]}
                         for e in result.evaluations],
         "timings_s": result.timings,
+        "controls": _extras(result.evaluations),
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     with open(folder / "predictions.csv", "w") as fh:
@@ -220,6 +261,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         "![accuracy](accuracy.png)", "",
         "## Confusion (network level)", "", "![confusion](confusion.png)", "",
         "## Learning curves", "", "![learning curves](learning_curves.png)", "",
+        *_controls_markdown(result.evaluations),
         "Files: `summary.json` (all numbers), `predictions.csv` (one row per split x test network).", "",
     ]
     md_path = folder / "report.md"
