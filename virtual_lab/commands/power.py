@@ -1,0 +1,94 @@
+"""``virtual-lab power``: how many neurons, at what noise, over how many sessions, in how many animals."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from virtual_lab.analysis.power import power_analysis
+    from virtual_lab.analysis.power_report import write_power_report
+
+    rules = args.rules
+    if args.pair is not None:
+        if rules is not None:
+            raise ValueError("give either --rules or --pair, not both")
+        if len(args.pair) != 2:
+            raise ValueError(f"--pair needs exactly two rules, got {','.join(args.pair)!r}")
+        rules = args.pair
+    started = time.perf_counter()
+    result = power_analysis(
+        args.recordings, units=args.units, noise=args.noise, sessions=args.sessions, rules=rules,
+        target=args.target, n_splits=args.splits, rig=args.rig, rig_seeds=args.rig_seeds, decoder=args.decoder,
+        seed=args.seed, cap_units=args.cap_units, layers=args.layers, observables=args.observables,
+        n_jobs=args.jobs, progress=not args.quiet)
+    out = args.out if args.out is not None else Path(args.recordings) / f"power-{result.provenance['rig']['name']}"
+    paths = write_power_report(result, out)
+    elapsed = time.perf_counter() - started
+    for entry in result.skipped:
+        print(f"skipped {entry['parameter']}={entry['value']}: {entry['reason']}")
+    print(result.sentence)
+    print(f"{len(result.rows)} rows -> {paths['table']}; report: {paths['html']} ({elapsed:.0f} s)")
+    logging.getLogger(__name__).info("power analysis took %.1f s", elapsed)
+    return 0
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "power", help="how many neurons, at what noise, over how many sessions, to identify the rule",
+        description="Simulate the experiment over a grid of recording protocols: observe every session through "
+                    "the rig at each (units per layer, noise, sessions) point with several rig seeds, decode the "
+                    "learning rule with grouped cross-validation, and report accuracy with network-level "
+                    "bootstrap intervals, the smallest number of units that reaches the target, and how many "
+                    "animals certify it. Grid values the recordings cannot support are skipped with a message.",
+        epilog="example:\n"
+               "  virtual-lab power recordings/quickstart --rig paper --units 5,10,30,60,120 --cap-units \\\n"
+               "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --target 0.9 --out /tmp/power\n"
+               "  virtual-lab power recordings/quickstart --units 10,100 --layers fc1,fc2 --noise 0,1 "
+               "--sessions 5,21 --pair fa,ia",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recordings", type=Path, help="folder of ground-truth NWB sessions (searched recursively)")
+    parser.add_argument("--rig", default="paper", help="rig preset (default: paper; an unknown name lists them)")
+    parser.add_argument("--units", type=_ints, required=True, help="units recorded per layer, e.g. 10,30,100")
+    parser.add_argument("--noise", type=_floats, required=True, help="noise SD levels, e.g. 0,0.5,1,2")
+    parser.add_argument("--sessions", type=_ints, required=True,
+                        help="sessions (checkpoints observed, evenly spaced), e.g. 3,5,10,21")
+    parser.add_argument("--rules", type=_names, default=None, help="rules to tell apart (default: all recorded)")
+    parser.add_argument("--pair", type=_names, default=None, help="pairwise mode: two rules, e.g. fa,ia")
+    parser.add_argument("--target", type=float, default=0.9, help="target accuracy (default: 0.9)")
+    parser.add_argument("--splits", type=int, default=10, help="grouped splits per grid point (default: 10)")
+    parser.add_argument("--rig-seeds", type=int, default=2, help="rig repeats per grid point (default: 2)")
+    parser.add_argument("--decoder", default="linear_svm",
+                        help="linear_svm (default: fast enough for large grids), random_forest or logistic")
+    parser.add_argument("--seed", type=int, default=0, help="master seed (default: 0)")
+    parser.add_argument("--cap-units", action="store_true",
+                        help="layers smaller than a units value record all their units (default: skip the value)")
+    parser.add_argument("--layers", type=_names, default=None, help="layers recorded (default: all)")
+    parser.add_argument("--observables", default="admissible", choices=["admissible", "all"])
+    parser.add_argument("--jobs", type=int, default=-1, help="worker processes (default: all cores)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: RECORDINGS/power-<rig>)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=_run)
