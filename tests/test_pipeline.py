@@ -119,7 +119,7 @@ def test_initialization_alone_does_not_reveal_the_rule(tmp_path):
         "name": "init", "output_dir": str(tmp_path), "seed": 3, "task": {"n_probe": 30},
         "network": {"hidden_sizes": [12]}, "training": {"n_epochs": 2, "batch_size": 64, "n_checkpoints": 3},
         "sweep": {"n_seeds": 10},
-        "decoder": {"models": ["random_forest"], "n_splits": 10}})
+        "decoder": {"models": ["random_forest"], "n_splits": 10, "controls": False}})
     gts, _, _ = train_and_record(protocol, progress=False)
     evaluations, _ = decode_sessions(protocol, gts, progress=False)
     init = [e for e in evaluations if e["control"]][0]["summary"]
@@ -128,3 +128,15 @@ def test_initialization_alone_does_not_reveal_the_rule(tmp_path):
     assert init["network_accuracy_mean"] < 0.5
     assert init["layer_accuracy_mean"] < 0.5
     assert trained["network_accuracy_mean"] > init["network_accuracy_mean"] + 0.2
+
+
+def test_run_writes_a_manifest_and_status_reads_it(tiny_run, capsys):
+    _, root = tiny_run
+    folder = root / "out" / "tiny"
+    manifest = json.loads((folder / "sweep_manifest.json").read_text())
+    assert manifest["finished"] and manifest["protocol"] == "tiny"
+    assert manifest["counts"] == {"complete": 12, "diverged": 0, "failed": 0, "pending": 0}
+    assert main(["status", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.split()[:2] == ["sgdm", "mlp"] and line.split()[2] == "3" for line in lines)
+    assert lines[-1].split()[:2] == ["total", "12"]

@@ -30,7 +30,7 @@ def test_every_quickstart_parameter_has_a_comment():
     ({"training": {"n_epoch": 3}}, "training.n_epoch: unknown key; did you mean 'training.n_epochs'?"),
     ({"training": {"n_epochs": "3"}}, "training.n_epochs: expected an integer, got string '3'"),
     ({"training": {"n_epochs": 0}}, "training.n_epochs: 0 is out of range (allowed: >= 1)"),
-    ({"sweep": {"rules": ["sgd"]}}, "sweep.rules[0]: 'sgd' is not allowed; did you mean 'sgdm'?"),
+    ({"sweep": {"rules": ["sgdmm"]}}, "sweep.rules[0]: 'sgdmm' is not allowed; did you mean 'sgdm'?"),
     ({"rig": [{"unit_fraction": 1.5}]}, "rig[0].unit_fraction: 1.5 is out of range"),
     ({"rig": [{"noise_sd": -1}]}, "rig[0].noise_sd: -1.0 is out of range (allowed: >= 0)"),
     ({"rules": {"sgdm": {"learning_rte": 0.1}}}, "did you mean 'rules.sgdm.learning_rate'?"),

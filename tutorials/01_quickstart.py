@@ -38,7 +38,7 @@ print(f"{len(protocol.sweep.rules)} rules x {len(protocol.sweep.learning_rate_sc
 # %% [markdown]
 # ## 1. Train the networks and record them
 #
-# `train_and_record` trains every run of the sweep as one batched population and writes one NWB session
+# `train_and_record` trains the sweep in batched populations (many networks per computation) and writes one NWB session
 # per run. Run it twice: the second time every complete session is reused.
 
 # %%

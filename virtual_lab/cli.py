@@ -27,7 +27,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import dataclasses
 
         protocol = dataclasses.replace(protocol, output_dir=str(args.output_dir))
-    result = run_protocol(protocol, progress=not args.quiet, n_threads=args.threads)
+    result = run_protocol(protocol, progress=not args.quiet, n_threads=args.threads, executor=args.executor,
+                          scheduler=args.scheduler, n_workers=args.workers, train_only=args.train_only)
     print(result.summary_text())
     return 0 if result.ok else EXIT_FAILURE
 
@@ -61,12 +62,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "session per run, observe the sessions through the protocol's rig settings, decode the "
                     "learning rule with grouped cross-validation and write a report.",
         epilog="example:\n  virtual-lab run protocols/quickstart.toml\n"
-               "  virtual-lab run protocols/quickstart.toml --output-dir /tmp/recordings",
+               "  virtual-lab run protocols/quickstart.toml --output-dir /tmp/recordings\n"
+               "  virtual-lab run protocols/quickstart.toml --executor dask --scheduler tcp://10.0.0.5:8786\n"
+               "exit status: 0 when every run has a session and decoding ran, 1 when a run failed (see\n"
+               "<recordings>/sweep_manifest.json), 2 for invalid input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("protocol", type=Path, help="protocol TOML file")
     run.add_argument("--output-dir", type=Path, default=None,
                      help="override the protocol's output_dir (sessions go to OUTPUT_DIR/<protocol name>/)")
-    run.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    run.add_argument("--threads", type=int, default=None,
+                     help="torch threads for decoding (default: all cores; training uses one per worker)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="where training runs: local processes (default) or a Dask cluster")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="Dask scheduler address, e.g. tcp://10.0.0.5:8786 (with --executor dask; without "
+                          "it a local cluster is started on 127.0.0.1)")
+    run.add_argument("--workers", type=int, default=None,
+                     help="training processes (default: one per core; 0 = train in this process)")
+    run.add_argument("--train-only", action="store_true", help="stop after training and recording the sessions")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=_cmd_run)
 

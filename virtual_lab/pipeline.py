@@ -253,6 +253,20 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
                       n_jobs=n_jobs)
     evaluations.append({"rig": "full", "decoder": model, "control": "initialization only",
                         "summary": result.summary(), "result": result})
+    # the reviewers' controls (observable classes, temporal, performance, family, layer-level splits),
+    # a network-level permutation test (fastest decoder) and clustering, on the first rig
+    if not dec.controls:
+        return evaluations, tables
+    from virtual_lab.analysis.controls import standard_controls
+
+    first = protocol.rig[0]
+    fastest = next((m for m in ("linear_svm", "logistic") if m in dec.models), model)
+    entries, extras = standard_controls(tables[first.name], [observe_with_rig(gt, first) for gt in ground_truths],
+                                        fastest, rig=first.name, n_splits=dec.n_splits,
+                                        test_fraction=dec.test_fraction, seed=dec.seed, n_jobs=n_jobs,
+                                        permutation_decoder=fastest, n_permutations=dec.n_permutations)
+    evaluations.extend(entries)
+    evaluations[0]["extras"] = extras
     return evaluations, tables
 
 

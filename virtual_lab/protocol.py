@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from virtual_lab.lab.rules import ALIASES, PAPER_RULES, RULES
+from virtual_lab.lab.rules import ALIASES, PAPER_RULES, PERTURBATION_SD, RULES
 from virtual_lab.lab.tasks import TASKS
 
 
@@ -63,6 +63,16 @@ class TrainingSection:
     n_checkpoints: int = _f(21, "recorded checkpoints, initialization included", low=2)
     checkpoint_spacing: str = _f("linear", "spacing of checkpoints over training", choices=("linear", "log"))
     device: str = _f("cpu", "torch device", choices=("cpu", "cuda"))
+    population_size: int = _f(32, "most networks trained together in one batched population; the sweep is cut "
+                                  "into fixed populations of at most this size, so results are bit-reproducible "
+                                  "for a given value whatever the executor or resumption", low=1)
+
+
+@dataclass(frozen=True)
+class StorageSection:
+    weights_dtype: str = _f("float32", "precision of stored weights (float16 halves the weights' share of a "
+                                       "session file)", choices=("float32", "float16"))
+    check_free_space: bool = _f(True, "refuse to start a sweep when the disk lacks room for its sessions")
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,11 @@ class SweepSection:
     learning_rate_scales: tuple[float, ...] = _f((1.0,), "multipliers of each rule's learning rate", low=0,
                                                  low_open=True, min_len=1)
     n_seeds: int = _f(4, "independent networks per (rule, learning rate)", low=1)
+    tasks: tuple[str, ...] = _f((), "tasks crossed with everything else (empty = [task].name)", each_choice=TASKS)
+    widths: tuple[int, ...] = _f((), "units in every hidden layer, crossed (empty = [network].hidden_sizes)", low=1)
+    depths: tuple[int, ...] = _f((), "number of hidden layers, crossed (empty = [network].hidden_sizes)", low=1)
+    batch_sizes: tuple[int, ...] = _f((), "batch sizes, crossed (empty = [training].batch_size)", low=1)
+    weight_decays: tuple[float, ...] = _f((), "L2 weight decays, crossed (empty = each rule's default)", low=0)
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,8 @@ class RuleSection:
     ia_alpha: float = _f(2e-3, "information alignment: weight of R_amp", low=0)
     ia_beta: float = _f(1e-3, "information alignment: weight of R_null", low=0)
     ia_gamma: float = _f(1e-3, "information alignment: weight of R_decay", low=0)
+    perturbation_sd: float = _f(PERTURBATION_SD, "node perturbation: SD of the noise on pre-activations", low=0,
+                                low_open=True)
 
 
 @dataclass(frozen=True)
@@ -92,13 +109,18 @@ class RigSection:
     n_checkpoints: int = _f(0, "checkpoints observed (0 = all)", low=0)
     checkpoint_spacing: str = _f("even", "which checkpoints", choices=("even", "random", "early", "late"))
     seed: int = _f(0, "rig seed (units, synapses, noise)", low=0)
+    preset: str = _f("", "rig preset: a name in protocols/rigs or a TOML path (relative to the protocol file); "
+                         "the other keys given in this table override it")
+    given_keys: tuple[str, ...] = field(default=(), metadata={"internal": True})
 
 
 @dataclass(frozen=True)
 class DecoderSection:
     models: tuple[str, ...] = _f(("random_forest", "linear_svm"), "decoders",
-                                 each_choice=("random_forest", "linear_svm", "logistic"), min_len=1)
+                                 each_choice=("random_forest", "linear_svm", "logistic", "conv1d"), min_len=1)
     n_splits: int = _f(10, "cross-validation splits, grouped by network", low=2)
+    controls: bool = _f(True, "run the reviewers' controls (with the fastest listed decoder) in the report")
+    n_permutations: int = _f(0, "network-level permutation test: label shuffles (0 = skip)", low=0)
     test_fraction: float = _f(0.25, "fraction of each rule's networks held out per split", low=0, high=1,
                               low_open=True)
     observables: str = _f("admissible", "observable set", choices=("admissible", "all"))
@@ -118,6 +140,7 @@ class Protocol:
     rules: Mapping[str, RuleSection] = field(default_factory=dict)
     rig: tuple[RigSection, ...] = field(default_factory=lambda: (RigSection(),))
     decoder: DecoderSection = field(default_factory=DecoderSection)
+    storage: StorageSection = field(default_factory=StorageSection)
     source: str = field(default="", metadata={"internal": True})
 
     @property
@@ -126,7 +149,7 @@ class Protocol:
 
 
 _SECTIONS = {"task": TaskSection, "network": NetworkSection, "training": TrainingSection,
-             "sweep": SweepSection, "decoder": DecoderSection}
+             "sweep": SweepSection, "decoder": DecoderSection, "storage": StorageSection}
 
 
 def _type_name(value: Any) -> str:
@@ -188,6 +211,24 @@ class _Loader:
             values[key] = self.value(dotted, fields[key], value)
         return cls(**values)
 
+    def rig(self, table: Any, index: int) -> "RigSection":
+        """One [[rig]] table: remember which keys were given, resolve and check the preset."""
+        rig = self.build(RigSection, table, f"rig[{index}]")
+        rig = dataclasses.replace(rig, given_keys=tuple(table))
+        if rig.preset:
+            from virtual_lab.rig.presets import load_preset
+
+            preset = rig.preset
+            if (preset.endswith(".toml") or "/" in preset) and not Path(preset).is_absolute() \
+                    and not Path(preset).is_file() and Path(self.source).parent.joinpath(preset).is_file():
+                preset = str(Path(self.source).parent / preset)
+            try:
+                load_preset(preset)
+            except (ValueError, TypeError) as err:
+                self.fail(f"rig[{index}].preset", str(err))
+            rig = dataclasses.replace(rig, preset=preset)
+        return rig
+
     def value(self, dotted: str, f: dataclasses.Field, value: Any) -> Any:
         meta = dict(f.metadata)
         hint = f.type if isinstance(f.type, str) else str(f.type)
@@ -208,7 +249,7 @@ class _Loader:
                 value = [value]
             if not isinstance(value, list) or not value:
                 self.fail(dotted, "expected one or more [[rig]] tables")
-            rigs = tuple(self.build(RigSection, sub, f"rig[{i}]") for i, sub in enumerate(value))
+            rigs = tuple(self.rig(sub, i) for i, sub in enumerate(value))
             names = [r.name for r in rigs]
             if len(set(names)) != len(names):
                 self.fail(dotted, f"rig names must be unique, got {names}")

@@ -66,6 +66,8 @@ __all__ = [
     "layer_column_name",
     "read_neo",
     "read_session",
+    "read_session_metadata",
+    "describe_session_file",
     "sanitize_id",
     "session_path",
     "validate_session",
@@ -239,20 +241,22 @@ def _gzip(data: np.ndarray, chunks: tuple[int, ...]) -> H5DataIO:
 
 
 def _per_checkpoint_table(name: str, description: str, gt: GroundTruth, arrays: Mapping[str, np.ndarray],
-                          what: str) -> DynamicTable:
+                          what: str, dtype: str = "float32") -> DynamicTable:
     columns = []
     for layer in gt.layer_names:
-        data = np.ascontiguousarray(arrays[layer], dtype=np.float32)
+        data = np.ascontiguousarray(arrays[layer], dtype=dtype)
+        stored = "" if dtype == "float32" else f" Stored as {dtype} (rounded from float32)."
         columns.append(VectorData(
             name=layer_column_name(layer),
-            description=f"{what} of layer {layer!r}, one row per checkpoint, shape {data.shape[1:]} per row.",
+            description=f"{what} of layer {layer!r}, one row per checkpoint, shape {data.shape[1:]} per row.{stored}",
             data=_gzip(data, (1, *data.shape[1:])),
         ))
     return DynamicTable(name=name, description=description, columns=columns, id=list(range(gt.n_checkpoints)))
 
 
 def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: str | None,
-                   experimenter: tuple[str, ...] | None, subject_id: str, session_id: str) -> NWBFile:
+                   experimenter: tuple[str, ...] | None, subject_id: str, session_id: str,
+                   weights_dtype: str = "float32") -> NWBFile:
     from virtual_lab import __version__
 
     meta = gt.metadata
@@ -394,7 +398,7 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
     ))
     network.add(_per_checkpoint_table(
         "weights", "Forward weight matrix (out, in) of every layer, no bias, at every checkpoint.",
-        gt, gt.weights, "Forward weights"))
+        gt, gt.weights, "Forward weights", weights_dtype))
     network.add(_per_checkpoint_table(
         "activity_change",
         "Layer-wise activity change per probe stimulus, g_b = (1/n_out) sum_j sum_i dy_bj/dx_bi, per checkpoint.",
@@ -490,6 +494,7 @@ def write_session(
     experimenter: str | Sequence[str] | None = None,
     subject_id: str | None = None,
     session_id: str | None = None,
+    weights_dtype: str = "float32",
 ) -> Path:
     """Write one ground-truth session as an NWB file, atomically.
 
@@ -515,6 +520,9 @@ def write_session(
         Subject (network) id; defaults to ``sanitize_id(run_id)``. Passed through :func:`sanitize_id`.
     session_id : str, optional
         Session id; defaults to :data:`GROUND_TRUTH_SESSION_ID`. Passed through :func:`sanitize_id`.
+    weights_dtype : {"float32", "float16"}, default="float32"
+        Precision of the stored weight matrices (they dominate file size). ``"float16"`` rounds them
+        (relative error <= 2**-11 for |w| >= 6.1e-5, absolute error <= 3e-8 below); readers return float32.
 
     Returns
     -------
@@ -527,6 +535,9 @@ def write_session(
         If ``ground_truth`` is inconsistent or its metadata holds other types than str/int/float/bool.
     """
     _check_ground_truth(ground_truth)
+    if weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"The 'weights_dtype' parameter of write_session must be 'float32' or 'float16'. "
+                         f"Got {weights_dtype!r} instead.")
     path = Path(path)
     if isinstance(experimenter, str):
         experimenter = (experimenter,)
@@ -539,6 +550,7 @@ def write_session(
         experimenter=experimenter or None,
         subject_id=sanitize_id(subject_id if subject_id is not None else ground_truth.run_id),
         session_id=sanitize_id(session_id if session_id is not None else GROUND_TRUTH_SESSION_ID),
+        weights_dtype=weights_dtype,
     )
     _set_deterministic_object_ids(nwbfile)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -571,7 +583,7 @@ def _layer_table(network: Any) -> tuple[list[str], list[str], list[str], list[in
     return names, columns, depths, n_units
 
 
-def read_session(path: str | os.PathLike) -> GroundTruth:
+def read_session(path: str | os.PathLike, *, engine: str = "pynwb") -> GroundTruth:
     """Read a ground-truth session written by :func:`write_session`.
 
     Everything is read into memory and the file is closed: the result holds numpy arrays only.
@@ -579,6 +591,9 @@ def read_session(path: str | os.PathLike) -> GroundTruth:
     Parameters
     ----------
     path : str or path-like
+    engine : {"pynwb", "h5py"}, default="pynwb"
+        ``"h5py"`` reads the documented layout directly, without pynwb's object mapping: the same
+        result, about 100x faster for small sessions (for scanning and decoding large sweeps).
 
     Returns
     -------
@@ -587,6 +602,10 @@ def read_session(path: str | os.PathLike) -> GroundTruth:
         ``activity_change[layer]`` (T, S); metadata values keep their types (str, int, float, bool).
     """
     path = Path(path)
+    if engine == "h5py":
+        return _read_session_h5py(path)
+    if engine != "pynwb":
+        raise ValueError(f"The 'engine' parameter of read_session must be 'pynwb' or 'h5py'. Got {engine!r} instead.")
     with NWBHDF5IO(str(path), mode="r") as io:
         nwbfile = io.read()
         network = nwbfile.processing["network"]
@@ -682,6 +701,169 @@ def is_complete_session(path: str | os.PathLike) -> bool:
     except Exception as error:  # noqa: BLE001 - any failure means "not a complete session"
         logger.debug("%s is not a complete session: %r", path, error)
         return False
+
+
+# ----------------------------------------------------------------------------------------------- fast h5py access
+# The layout above read with h5py alone: sweeps scan thousands of files, and pynwb's object mapping costs
+# ~0.2-0.5 s per file where h5py needs a few ms.
+
+_NETWORK = "processing/network"
+
+
+def _h5_layers(f: h5py.File) -> tuple[list[str], list[str], list[str], list[int]]:
+    layers = f[f"{_NETWORK}/layers"]
+    return (_as_str_list(layers["layer"]), _as_str_list(layers["column_name"]),
+            _as_str_list(layers["depth_position"]), [int(x) for x in layers["n_units"][:]])
+
+
+def _h5_metadata(f: h5py.File) -> dict[str, Any]:
+    training = f[f"{_NETWORK}/training"]
+    return {key: _decode_value(value, dtype)
+            for key, value, dtype in zip(_as_str_list(training["key"]), _as_str_list(training["value"]),
+                                         _as_str_list(training["dtype"]))}
+
+
+def _read_session_h5py(path: Path) -> GroundTruth:
+    with h5py.File(path, "r") as f:
+        names, columns, depths, _ = _h5_layers(f)
+        steps = np.asarray(f["intervals/epochs/training_step"][:], dtype=np.int64)
+        labels_all = np.asarray(f["intervals/trials/label"][:], dtype=np.int64)
+        n_t = len(steps)
+        if n_t == 0 or len(labels_all) % n_t:
+            raise ValueError(f"{path}: {len(labels_all)} trials do not split into {n_t} checkpoints.")
+        n_s = len(labels_all) // n_t
+        activations, weights, change = {}, {}, {}
+        for layer, column in zip(names, columns):
+            block = np.asarray(f[f"acquisition/{_ACTIVATIONS_PREFIX}{column}/data"][()], dtype=np.float32)
+            activations[layer] = block.reshape(n_t, n_s, block.shape[1])
+            weights[layer] = np.asarray(f[f"{_NETWORK}/weights/{column}"][()], dtype=np.float32)
+            change[layer] = np.asarray(f[f"{_NETWORK}/activity_change/{column}"][()], dtype=np.float32)
+        probe = f["stimulus/templates/probe_stimuli"]
+        stimuli = np.asarray(probe["data"][()], dtype=np.float32)
+        dimension = probe["dimension"][:] if "dimension" in probe else None
+        if dimension is not None and len(dimension) == 1:
+            stimuli = stimuli.reshape(stimuli.shape[0], int(dimension[0]))
+        performance = f["processing/behavior/performance"]
+        return GroundTruth(
+            layer_names=tuple(names),
+            depth_positions=tuple(depths),
+            checkpoint_steps=steps,
+            activations=activations,
+            weights=weights,
+            activity_change=change,
+            train_loss=np.asarray(performance["train_loss"][:], dtype=np.float32),
+            test_accuracy=np.asarray(performance["test_accuracy"][:], dtype=np.float32),
+            probe_stimuli=stimuli,
+            probe_labels=labels_all[:n_s].copy(),
+            metadata=_h5_metadata(f),
+        )
+
+
+def read_session_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The resolved run metadata stored in a session (``processing/network/training``), via h5py only.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    dict
+        Keys and typed values as written (``run_id``, ``rule``, hyperparameters, seeds, ...).
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened as HDF5 (missing, truncated, not HDF5).
+    KeyError
+        The file has no virtual_lab training table.
+    """
+    with h5py.File(Path(path), "r") as f:
+        return _h5_metadata(f)
+
+
+#: Kinds of file :func:`describe_session_file` tells apart.
+SESSION_FILE_KINDS = ("complete", "missing", "not_hdf5", "corrupted", "foreign", "incomplete")
+
+
+def describe_session_file(path: str | os.PathLike) -> tuple[str, str, dict[str, Any]]:
+    """Classify a file that should hold a ground-truth session, without ever raising.
+
+    Checks, with h5py only (a few ms per file), that the file is HDF5, NWB, holds the virtual_lab layout
+    and that every container has consistent shapes; truncation is caught by HDF5 when opening.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    kind : str
+        One of :data:`SESSION_FILE_KINDS`: ``"complete"``; ``"missing"`` (no file); ``"not_hdf5"`` (e.g. a
+        random file named ``.nwb``); ``"corrupted"`` (HDF5 that cannot be read, e.g. truncated);
+        ``"foreign"`` (readable HDF5 or NWB that is not a virtual_lab session, e.g. from another tool);
+        ``"incomplete"`` (a virtual_lab session with missing or inconsistent parts).
+    reason : str
+        One line for people; empty when complete.
+    metadata : dict
+        The run metadata when the kind is ``"complete"``, else empty.
+    """
+    path = Path(path)
+    try:
+        if not path.is_file():
+            return "missing", "no such file", {}
+        size = path.stat().st_size
+        if size == 0:
+            return "not_hdf5", "empty file (0 bytes)", {}
+        if not h5py.is_hdf5(path):
+            return "not_hdf5", f"not an HDF5/NWB file ({size} bytes, no HDF5 signature)", {}
+    except OSError as error:
+        return "corrupted", f"cannot be read: {error}", {}
+    try:
+        f = h5py.File(path, "r")
+    except Exception as error:  # noqa: BLE001 - h5py raises OSError and others for damaged files
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        kind = "truncated" if "truncated" in text else "damaged"
+        return "corrupted", f"{kind} HDF5 file ({size} bytes): {text}", {}
+    try:
+        with f:
+            if "nwb_version" not in f.attrs:
+                return "foreign", "HDF5 file that is not NWB (no nwb_version attribute)", {}
+            if f"{_NETWORK}/training" not in f or f"{_NETWORK}/layers" not in f:
+                identifier = f["identifier"][()] if "identifier" in f else b"?"
+                identifier = identifier.decode("utf-8", "replace") if isinstance(identifier, bytes) else identifier
+                return ("foreign", f"NWB file that is not a virtual_lab ground-truth session "
+                        f"(identifier {identifier!r}, no {_NETWORK}/training)", {})
+            names, columns, _, n_units = _h5_layers(f)
+            n_t = len(f["intervals/epochs/id"])
+            n_s = f["stimulus/templates/probe_stimuli/data"].shape[0]
+            problems = []
+            if not names or n_t < 1:
+                problems.append("no layers or no checkpoints")
+            if len(f["intervals/trials/id"]) != n_t * n_s:
+                problems.append("trials do not cover every checkpoint x stimulus")
+            for column, units in zip(columns, n_units):
+                if f[f"acquisition/{_ACTIVATIONS_PREFIX}{column}/data"].shape != (n_t * n_s, units):
+                    problems.append(f"activations of {column} have the wrong shape")
+                if f[f"{_NETWORK}/weights/{column}"].shape[0] != n_t:
+                    problems.append(f"weights of {column} have the wrong number of checkpoints")
+                if f[f"{_NETWORK}/activity_change/{column}"].shape != (n_t, n_s):
+                    problems.append(f"activity change of {column} has the wrong shape")
+            if len(f[f"{_NETWORK}/units/id"]) != sum(n_units):
+                problems.append("units table does not match the layers")
+            if len(f["processing/behavior/performance/id"]) != n_t:
+                problems.append("performance table does not match the checkpoints")
+            metadata = _h5_metadata(f)
+            if not metadata.get("run_id"):
+                problems.append("no run_id in the training table")
+            if problems:
+                return "incomplete", "virtual_lab session with " + "; ".join(problems), {}
+            return "complete", "", metadata
+    except KeyError as error:
+        return "incomplete", f"virtual_lab session missing {error}", {}
+    except Exception as error:  # noqa: BLE001 - damaged data inside a file that opened
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return "corrupted", f"damaged HDF5 content: {text}", {}
 
 
 # ----------------------------------------------------------------------------------------------- checks

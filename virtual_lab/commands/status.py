@@ -1,0 +1,32 @@
+"""``virtual-lab status RECORDINGS``: how far a sweep got, by learning rule and architecture."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EXIT_INCOMPLETE = 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from virtual_lab.lab.executor import sweep_status
+
+    status = sweep_status(args.recordings)
+    print(status.summary_text())
+    return 0 if status.ok else EXIT_INCOMPLETE
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``status`` subcommand."""
+    parser = subparsers.add_parser(
+        "status", help="summarize a recordings folder: complete / failed / missing runs",
+        description="Count the runs of a sweep folder that are complete, diverged, failed or missing, by "
+                    "learning rule and architecture (from the folder's sweep_manifest.json and a check of "
+                    "every session file), and list files named .nwb that are not complete sessions "
+                    "(truncated, foreign, not HDF5). Exit status 0 when every planned run has a session and "
+                    "no file is damaged, 1 otherwise.",
+        epilog="example:\n  virtual-lab status recordings/quickstart",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recordings", type=Path, help="a sweep's recordings folder (<output_dir>/<protocol name>)")
+    parser.set_defaults(func=_run)
+    return parser
