@@ -951,3 +951,26 @@ def read_neo(path: str | os.PathLike):
         return reader.read()[0]
     finally:
         reader.close()
+
+
+def partition_session_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Split candidate files into complete ground-truth sessions and the rest, with a reason for each.
+
+    Used by every command that reads a recordings folder, so that a truncated HDF5 file, an NWB file from
+    another tool or a random file named ``.nwb`` is reported and skipped instead of crashing the command.
+
+    Returns
+    -------
+    complete : list of Path
+    skipped : list of (Path, str)
+        Each skipped file with its kind and one-line reason.
+    """
+    complete, skipped = [], []
+    for path in map(Path, paths):
+        kind, reason, _ = describe_session_file(path)
+        if kind == "complete":
+            complete.append(path)
+        else:
+            skipped.append((path, f"{kind}: {reason}"))
+            logger.warning("skipping %s (%s: %s)", path, kind, reason)
+    return complete, skipped

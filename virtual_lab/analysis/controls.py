@@ -748,7 +748,12 @@ def tables_from_sessions(paths: Sequence[str] | str, rigs: Sequence[str] = ("ful
         if not found or not all(p.is_file() for p in found):
             raise ValueError(f"no NWB session found at {str(item)!r}")
         files.extend(found)
-    files = sorted(set(files))
+    from virtual_lab.sessions import partition_session_files
+
+    files, skipped = partition_session_files(sorted(set(files)))  # damaged/foreign files: warned, skipped
+    if not files:
+        raise ValueError(f"no complete session among the files given ({len(skipped)} skipped: "
+                         f"{skipped[0][1] if skipped else 'none found'})")
     rigs = tuple(dict.fromkeys(rigs))
     if not rigs:
         raise ValueError("rigs must name at least one rig ('full' or a preset)")

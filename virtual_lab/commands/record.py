@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -28,8 +29,14 @@ def _session_files(paths: list[Path]) -> list[Path]:
             files.append(path)
         else:
             raise ValueError(f"SESSIONS: {str(path)!r} is neither a session file nor a folder")
+    from virtual_lab.sessions import partition_session_files
+
+    files, skipped = partition_session_files(files)
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
     if not files:
-        raise ValueError(f"SESSIONS: no ground-truth session (*{suffix}) found in {', '.join(map(str, paths))}")
+        raise ValueError(f"SESSIONS: no complete ground-truth session (*{suffix}) found in "
+                         f"{', '.join(map(str, paths))}")
     return files
 
 
