@@ -140,3 +140,17 @@ def test_run_writes_a_manifest_and_status_reads_it(tiny_run, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert any(line.split()[:2] == ["sgdm", "mlp"] and line.split()[2] == "3" for line in lines)
     assert lines[-1].split()[:2] == ["total", "12"]
+
+
+def test_run_through_modality_presets_decodes_what_each_rig_measures(tmp_path):
+    """A spiking or calcium rig measures activity only: `run` decodes from the observables it has."""
+    protocol = parse_protocol({
+        "name": "modal", "output_dir": str(tmp_path), "seed": 3, "task": {"n_probe": 40},
+        "network": {"hidden_sizes": [16]}, "training": {"n_epochs": 1, "n_checkpoints": 8},
+        "sweep": {"rules": ["sgdm", "adam"], "n_seeds": 3},
+        "rig": [{"name": "ephys", "preset": "neuropixels-acute"}, {"name": "calcium", "preset": "2p-gcamp6s"}],
+        "decoder": {"models": ["logistic"], "n_splits": 2, "controls": False}})
+    result = run_protocol(protocol, progress=False)
+    assert result.ok
+    tables = {e["rig"]: e for e in result.evaluations if not e["control"]}
+    assert set(tables) == {"ephys", "calcium"}

@@ -236,8 +236,13 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
     evaluations, tables = [], {}
     n_jobs = max(1, min(os.cpu_count() or 1, dec.n_splits))
     for rig in protocol.rig:
+        # a modality rig measures only some of weight / act / gradavg: decode from what it measures
+        measured = observe_with_rig(ground_truths[0], rig).measures
+        rig_observables = [o for o in observables if o.measure in measured]
+        if not rig_observables:
+            raise ValueError(f"rig {rig.name!r} measures none of the requested observables")
         recordings = (observe_with_rig(gt, rig) for gt in ground_truths)
-        table = build_feature_table(recordings, observables)
+        table = build_feature_table(recordings, rig_observables)
         tables[rig.name] = table
         for model in dec.models:
             result = evaluate(table, model, n_splits=dec.n_splits, test_fraction=dec.test_fraction, seed=dec.seed,
