@@ -485,6 +485,29 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+
+def write_nwb_atomically(nwbfile: NWBFile, path: Path) -> None:
+    """Write an NWB file under a hidden temporary name, fsync it, then rename it to ``path``.
+
+    A file under its final name is therefore always complete; on any error the temporary file is removed
+    and the error re-raised. Parent folders are created. (Shared by sessions and rig exports.)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        with warnings.catch_warnings():
+            # the temporary name does not end in ".nwb" on purpose (sweeps and inspectors skip it)
+            warnings.filterwarnings("ignore", message=r"The file path provided: .* does not end in '\.nwb'")
+            with NWBHDF5IO(str(tmp), mode="w") as io:
+                io.write(nwbfile)
+        _fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_session(
     ground_truth: GroundTruth,
     path: str | os.PathLike,
@@ -553,19 +576,7 @@ def write_session(
         weights_dtype=weights_dtype,
     )
     _set_deterministic_object_ids(nwbfile)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with warnings.catch_warnings():
-            # the temporary name does not end in ".nwb" on purpose (sweeps and inspectors skip it)
-            warnings.filterwarnings("ignore", message=r"The file path provided: .* does not end in '\.nwb'")
-            with NWBHDF5IO(str(tmp), mode="w") as io:
-                io.write(nwbfile)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_nwb_atomically(nwbfile, path)
     _fsync_dir(path.parent)
     logger.debug("wrote session %s (%d bytes)", path, path.stat().st_size)
     return path

@@ -402,16 +402,9 @@ def _gb(n: float) -> str:
 
 
 def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    from virtual_lab.sessions import _fsync_dir as fsync_dir
+
+    fsync_dir(path)
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:

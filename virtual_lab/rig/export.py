@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -353,9 +352,8 @@ def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bo
     -------
     pathlib.Path
     """
-    from pynwb import NWBHDF5IO
 
-    from virtual_lab.sessions import _fsync_file, _set_deterministic_object_ids, sanitize_id
+    from virtual_lab.sessions import _set_deterministic_object_ids, sanitize_id, write_nwb_atomically
 
     if blind and subject_id is None:
         raise ValueError("blind export needs an opaque subject_id (see opaque_id)")
@@ -367,18 +365,7 @@ def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bo
                      export_seed=export_seed)
     _set_deterministic_object_ids(nwbfile)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"The file path provided: .* does not end in '\.nwb'")
-            with NWBHDF5IO(str(tmp), mode="w") as io:
-                io.write(nwbfile)
-        _fsync_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_nwb_atomically(nwbfile, path)
     return path
 
 
