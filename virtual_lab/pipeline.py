@@ -215,6 +215,20 @@ def train_and_record(protocol: Protocol, *, progress: bool = True) -> tuple[list
     return ground_truths, paths, counts
 
 
+class _ObservedSessions(Sequence[Recording]):
+    """Sessions observed through one rig, computed on access: re-iterable, nothing kept in memory."""
+
+    def __init__(self, ground_truths: Sequence[GroundTruth], rig: RigSection):
+        self._ground_truths = ground_truths
+        self._rig = rig
+
+    def __len__(self) -> int:
+        return len(self._ground_truths)
+
+    def __getitem__(self, index: int) -> Recording:  # type: ignore[override]
+        return observe_with_rig(self._ground_truths[index], self._rig)
+
+
 def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
                     progress: bool = True) -> tuple[list[dict[str, Any]], dict]:
     """Observe sessions through every rig of the protocol and cross-validate every decoder.
@@ -266,7 +280,7 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
 
     first = protocol.rig[0]
     fastest = next((m for m in ("linear_svm", "logistic") if m in dec.models), model)
-    entries, extras = standard_controls(tables[first.name], [observe_with_rig(gt, first) for gt in ground_truths],
+    entries, extras = standard_controls(tables[first.name], _ObservedSessions(ground_truths, first),
                                         fastest, rig=first.name, n_splits=dec.n_splits,
                                         test_fraction=dec.test_fraction, seed=dec.seed, n_jobs=n_jobs,
                                         permutation_decoder=fastest, n_permutations=dec.n_permutations)

@@ -557,30 +557,26 @@ def build_feature_table(recordings: Iterable[Recording],
         No recordings, recordings with different numbers of checkpoints, or nothing left after dropping.
     """
     observables = _as_observables(observables)
-    recordings = list(recordings)
-    if not recordings:
-        raise ValueError("build_feature_table needs at least one recording")
-    for recording in recordings:
-        if not isinstance(recording, Recording):
-            raise TypeError(f"recordings must be virtual_lab.rig.Recording objects, got "
-                            f"{type(recording).__name__} (wrap a GroundTruth with Recording.from_ground_truth)")
-    counts = {int(r.n_checkpoints) for r in recordings}
-    if len(counts) != 1:
-        by_count: dict[int, list[str]] = {}
-        for r in recordings:
-            by_count.setdefault(int(r.n_checkpoints), []).append(r.run_id)
-        detail = "; ".join(f"{c} checkpoints: {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}"
-                           for c, ids in sorted(by_count.items()))
-        raise ValueError(f"all recordings must have the same number of checkpoints, got {detail}. "
-                         f"Use virtual_lab.rig.keep_checkpoints to align them.")
-    n_t = counts.pop()
-    if n_t < 1:
-        raise ValueError("recordings have no checkpoints")
-
+    # one pass over the recordings: each is reduced to its feature rows and then released, so an iterable
+    # that reads sessions lazily keeps only one session in memory at a time
     n_depth = len(DEPTH_POSITIONS)
     rows, rules, ids, layers, depths, metas = [], [], [], [], [], []
     diverged_ids = []
+    by_count: dict[int, list[str]] = {}
+    n_seen = 0
     for recording in _progress(recordings, progress, "observables"):
+        if not isinstance(recording, Recording):
+            raise TypeError(f"recordings must be virtual_lab.rig.Recording objects, got "
+                            f"{type(recording).__name__} (wrap a GroundTruth with Recording.from_ground_truth)")
+        n_seen += 1
+        by_count.setdefault(int(recording.n_checkpoints), []).append(recording.run_id)
+        if len(by_count) > 1:
+            detail = "; ".join(f"{c} checkpoints: {', '.join(ids_[:3])}{' ...' if len(ids_) > 3 else ''}"
+                               for c, ids_ in sorted(by_count.items()))
+            raise ValueError(f"all recordings must have the same number of checkpoints, got {detail}. "
+                             f"Use virtual_lab.rig.keep_checkpoints to align them.")
+        if int(recording.n_checkpoints) < 1:
+            raise ValueError("recordings have no checkpoints")
         if bool(recording.metadata.get("diverged", False)):
             diverged_ids.append(recording.run_id)
             continue
@@ -594,6 +590,9 @@ def build_feature_table(recordings: Iterable[Recording],
             layers.append(layer)
             depths.append(position)
             metas.append(dict(recording.metadata))
+    if n_seen == 0:
+        raise ValueError("build_feature_table needs at least one recording")
+    n_t = next(iter(by_count))
     if diverged_ids:
         logger.warning("dropped %d diverged network(s): %s", len(diverged_ids), ", ".join(diverged_ids))
     if not rows:
