@@ -77,7 +77,8 @@ class ExperimentResult:
             label = f"{ev['rig']:<14} {ev['decoder']:<14}" + (f" [{ev['control']}]" if ev["control"] else "")
             lines.append(f"  {label}  layer acc {s['layer_accuracy_mean']:.3f} +/- {s['layer_accuracy_sem'] or 0:.3f}"
                          f"   network acc {s['network_accuracy_mean']:.3f} +/- {s['network_accuracy_sem'] or 0:.3f}"
-                         f"   (chance {s['chance']:.2f}, {s['n_networks']} networks, {s['n_splits']} grouped splits)")
+                         f"   (chance {s['chance']:.2f}, {s['n_networks']} networks, {s['n_splits']} "
+                         f"{'layer-level' if ev['control'] == 'layer-level splits' else 'grouped'} splits)")
         if self.report_path is not None:
             lines.append(f"report: {self.report_path}")
         total = sum(self.timings.values())
