@@ -4,7 +4,7 @@
 # **Question.** How do I describe *my* virtual experiment — which rules, which networks, how many seeds,
 # which rig — and how do I know the file means what I think it means?
 #
-# **Time.** About 15 seconds on a laptop CPU (a few seconds with `VIRTUAL_LAB_TUTORIAL_TINY=1`).
+# **Time.** About 5 seconds on a 2-core laptop CPU (measured 3 s) (a few seconds with `VIRTUAL_LAB_TUTORIAL_TINY=1`).
 #
 # A protocol is a TOML file with one table per stage: `[task]`, `[network]`, `[training]`, `[sweep]`,
 # optional `[rules.<name>]` overrides, one `[[rig]]` table per rig setting, and `[decoder]`. Every key has

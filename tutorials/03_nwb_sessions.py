@@ -4,7 +4,7 @@
 # **Question.** What exactly does virtual_lab write for one training run, and how do I open it with the
 # tools I already use (pynwb, neo, nwbinspector)?
 #
-# **Time.** About 20 seconds on a laptop CPU (a few seconds with `VIRTUAL_LAB_TUTORIAL_TINY=1`).
+# **Time.** About 10 seconds on a 2-core laptop CPU (measured 9 s) (a few seconds with `VIRTUAL_LAB_TUTORIAL_TINY=1`).
 #
 # Every training run becomes one *ground-truth session*: every unit's response to every probe stimulus at
 # every checkpoint, every weight, the layer-wise activity change, and the learning curves, laid out with
