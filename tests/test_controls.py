@@ -165,6 +165,27 @@ def test_generalization_never_puts_a_network_on_both_sides():
     assert result.n_splits == 2
 
 
+def test_held_out_generalization_leaves_each_value_out_once():
+    arch = ("mlp", "cnn", "resnet")
+    table = _table(n_rules=2, networks_per_rule=9, metadata=lambda r, k: {"architecture": arch[k % 3]})
+    # a feature that codes the rule the same way in every architecture: held-out decoding must find it
+    table = C._replace(table, X=table.X + 3.0 * (table.rule == "rule1")[:, None])
+    results = C.held_out_generalization(table, "architecture", "logistic", n_splits=2)
+    assert [label for label, _ in results] == ["held-out architecture: cnn", "held-out architecture: mlp",
+                                               "held-out architecture: resnet"]
+    for label, result in results:
+        held = label.rsplit(" ", 1)[1]
+        tested = {row["network_id"] for row in result.predictions}
+        assert tested == {n for n, m in zip(table.network_id, table.metadata) if m["architecture"] == held}
+        assert np.mean(result.network_accuracy) == 1.0
+    with pytest.raises(ValueError, match="single task"):
+        C.held_out_generalization(table, "task", "logistic")
+    entries, extras = C.standard_controls(table, None, "logistic", n_splits=2, n_permutations=0,
+                                          held_out=("architecture", "task"))
+    assert sum(e["control"].startswith("held-out architecture") for e in entries) == 3
+    assert not any(e["control"].startswith("held-out task") for e in entries)
+
+
 def test_too_little_data_gives_clear_errors():
     table = _table(n_rules=2, networks_per_rule=6)
     one_rule = table.subset(table.rule == "rule0")

@@ -806,16 +806,57 @@ def align_tables(tables: Mapping[str, FeatureTable]) -> tuple[dict[str, FeatureT
     return out, note
 
 
+#: Metadata whose values a standard report holds out one at a time (when the sessions vary in them).
+HELD_OUT_KEYS = ("architecture", "task", "paradigm")
+
+
+def held_out_generalization(table: FeatureTable, key: str, decoder: str | Any = "random_forest", **kwargs: Any
+                            ) -> list[tuple[str, EvaluationResult]]:
+    """Leave one value of a metadata key out: train on every other value, test on the held-out one.
+
+    Parameters
+    ----------
+    table : FeatureTable
+    key : str
+        E.g. ``"architecture"``: with sessions of mlp, cnn and resnet networks, three results (train on
+        cnn + resnet, test on mlp; ...).
+    decoder : str or estimator
+    **kwargs
+        Passed to :func:`generalize` (``n_splits``, ``test_fraction``, ``seed``, ``n_jobs``, ``param_grid``).
+
+    Returns
+    -------
+    list of (label, EvaluationResult)
+        Label ``"held-out <key>: <value>"``, one per value.
+
+    Raises
+    ------
+    ValueError
+        Fewer than two values of ``key`` in the table.
+    """
+    values = sorted({str(v) for v in table.metadata_column(key)})
+    if len(values) < 2:
+        raise ValueError(f"held-out {key}: the sessions have a single {key} ({', '.join(values) or 'none'}); "
+                         f"holding one out needs at least two")
+    results = []
+    for value in values:
+        others = [v for v in values if v != value]
+        result = generalize(table, f"{key}={','.join(others)}", f"{key}={value}", decoder, **kwargs)
+        results.append((f"held-out {key}: {value}", result))
+    return results
+
+
 def standard_controls(table: FeatureTable, recordings: Sequence[Any], decoder: str, *, rig: str = "full",
                       n_splits: int = 10, test_fraction: float = 0.25, seed: int = 0, n_jobs: int = 1,
-                      permutation_decoder: str | None = None, n_permutations: int = 19
-                      ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                      permutation_decoder: str | None = None, n_permutations: int = 19,
+                      held_out: Sequence[str] = HELD_OUT_KEYS) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The controls of a standard report, for :func:`virtual_lab.pipeline.decode_sessions`.
 
     Runs, with ``decoder``: each observable class alone, time average, last timepoint, time shuffled,
-    performance only, performance matched, rule family and layer-level splits; then a network-level
-    permutation test with ``permutation_decoder`` (default ``decoder``) and k-means clustering. A control
-    the data cannot support (e.g. no overlap in final accuracy) is logged and skipped.
+    performance only, performance matched, rule family and layer-level splits; held-out generalization
+    for every key of ``held_out`` whose value varies across the sessions (:func:`held_out_generalization`);
+    then a network-level permutation test with ``permutation_decoder`` (default ``decoder``) and k-means
+    clustering. A control the data cannot support (e.g. no overlap in final accuracy) is logged and skipped.
 
     Returns
     -------
@@ -849,6 +890,17 @@ def standard_controls(table: FeatureTable, recordings: Sequence[Any], decoder: s
                 extras["split_difference"] = {
                     metric: float(np.mean(getattr(result, metric)) - np.mean(getattr(grouped, metric)))
                     for metric in ("layer_accuracy", "network_accuracy")}
+    for key in held_out:
+        if len({str(v) for v in table.metadata_column(key)}) < 2:
+            continue  # the sessions do not vary in this key: nothing to hold out
+        try:
+            results = held_out_generalization(table, key, decoder, **kwargs)
+        except ValueError as error:
+            logger.warning("held-out %s skipped: %s", key, error)
+            extras["skipped"][f"held-out {key}"] = str(error)
+            continue
+        entries.extend({"rig": rig, "decoder": decoder, "control": label, "summary": result.summary(),
+                        "result": result} for label, result in results)
     chosen = permutation_decoder or decoder
     try:
         if n_permutations < 1:

@@ -141,8 +141,12 @@ def _controls_markdown(evaluations: Sequence[dict[str, Any]]) -> list[str]:
              "the time course; *performance only* decodes from the loss and accuracy curves alone (is the "
              "rule given away by performance?); *performance matched* keeps networks whose final accuracy "
              "overlaps across rules; *rule family* decodes the family instead of the rule; *layer-level "
-             "splits* are the paper's splits, which let one network's layers sit on both sides. The same "
-             "analyses run one by one with `virtual-lab decode RECORDINGS --control NAME`.", ""]
+             "splits* are the paper's splits, which let one network's layers sit on both sides; *held-out "
+             "architecture / task / paradigm: X* trains on every other value and tests on networks of X alone "
+             "(run when the sessions vary in that key). The same analyses run one by one with "
+             "`virtual-lab decode RECORDINGS --control NAME`, and a held-out test with "
+             "`virtual-lab decode RECORDINGS --train-filter architecture=mlp,cnn --test-filter "
+             "architecture=resnet`.", ""]
     perm = extras.get("permutation")
     if perm:
         lines += [f"- **Permutation test** ({perm['decoder']}, labels shuffled across networks, whole "
