@@ -75,3 +75,51 @@ def test_import_is_light():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"network": {"architecture": "cnn"}, "sweep": {"rules": ["sgdm", "hebbian"]}},
+     "sweep.rules: rule 'hebbian' has no convolutional version"),
+    ({"sweep": {"architectures": ["mlp", "resnet"], "rules": ["direct_feedback_alignment"]}},
+     "rule 'direct_feedback_alignment' has no convolutional version (architecture 'resnet'"),
+    ({"training": {"paradigm": "contrastive"}, "sweep": {"rules": ["node_perturbation"]}},
+     "not defined for the contrastive paradigm"),
+    ({"network": {"architecture": "cnn", "channels": [8, 8]}}, "network.channels: architecture 'cnn' needs 3"),
+    ({"sweep": {"paradigms": ["supervised", "selfsupervised"]}}, "did you mean 'supervised'"),
+])
+def test_undefined_rule_architecture_paradigm_pairs_are_rejected(data, message):
+    with pytest.raises(ProtocolError) as err:
+        parse_protocol(data, "p.toml")
+    assert message in str(err.value)
+
+
+def test_sweep_crosses_architectures_and_paradigms(tmp_path):
+    from virtual_lab.lab.sweep import expand_sweep
+
+    protocol = parse_protocol({"sweep": {"rules": ["sgdm", "feedback_alignment"], "architectures": ["mlp", "cnn"],
+                                         "paradigms": ["supervised", "contrastive"], "n_seeds": 1},
+                               "network": {"hidden_sizes": [32], "channels": [4, 8, 8], "projection_size": 16},
+                               "task": {"root": "data"}}, str(tmp_path / "p.toml"))
+    assert protocol.task.root == str(tmp_path / "data")  # relative to the protocol file
+    specs = expand_sweep(protocol, 64, 10)
+    assert len(specs) == 2 * 2 * 2
+    shapes = {(s.architecture, s.paradigm): (s.layer_sizes, s.channels) for s in specs}
+    assert shapes[("mlp", "supervised")] == ((64, 32, 10), ())
+    assert shapes[("mlp", "contrastive")] == ((64, 32, 16), ())
+    assert shapes[("cnn", "supervised")] == ((64, 10), (4, 8, 8))
+    assert shapes[("cnn", "contrastive")] == ((64, 16), (4, 8, 8))
+    assert len({s.seed for s in specs}) == len(specs) and len({s.run_id for s in specs}) == len(specs)
+    # a sweep that crosses neither keeps the seeds and run ids of earlier versions
+    plain = expand_sweep(parse_protocol({"sweep": {"rules": ["sgdm"], "n_seeds": 1}}), 64, 10)
+    assert plain[0].architecture == "mlp" and plain[0].paradigm == "supervised" and plain[0].channels == ()
+    import dataclasses
+    import json
+
+    from virtual_lab import __version__
+    from virtual_lab.seeding import stable_hash
+
+    first_release = {k: v for k, v in dataclasses.asdict(plain[0]).items()
+                     if k not in ("protocol", "weight_decay", "perturbation_sd", "architecture", "channels",
+                                  "paradigm", "temperature")}
+    first_release["code_version"] = __version__
+    assert plain[0].run_id == stable_hash(json.dumps(first_release, sort_keys=True))

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from virtual_lab.lab.rules import ALIASES, PAPER_RULES, PERTURBATION_SD, RULES
+from virtual_lab.lab.rules import ALIASES, ARCHITECTURES, PAPER_RULES, PARADIGMS, PERTURBATION_SD, RULES, undefined_reason
 from virtual_lab.lab.tasks import TASKS
 
 
@@ -47,13 +47,30 @@ class TaskSection:
     name: str = _f("digits", "dataset", choices=TASKS)
     n_probe: int = _f(200, "held-out probe stimuli shown at every checkpoint", low=10)
     seed: int = _f(0, "seed of the train/probe split", low=0)
+    root: str = _f("", "folder holding the torchvision datasets (MNIST/raw, FashionMNIST/raw, "
+                       "cifar-10-batches-py), relative to the protocol file; empty = $VIRTUAL_LAB_DATA, else "
+                       "~/.cache/virtual_lab/data")
+    download: bool = _f(False, "download a missing torchvision dataset into root (needs network access)")
+
+
+#: Conv layers (cnn) or stages (resnet) that ``[network] channels`` lists, and their default widths.
+CONV_CHANNELS = {"cnn": (3, (16, 32, 32)), "resnet": (2, (16, 32))}
 
 
 @dataclass(frozen=True)
 class NetworkSection:
-    architecture: str = _f("mlp", "network family", choices=("mlp",))
-    hidden_sizes: tuple[int, ...] = _f((128, 128), "units per hidden layer", low=1, min_len=1,
+    architecture: str = _f("mlp", "network family", choices=ARCHITECTURES)
+    hidden_sizes: tuple[int, ...] = _f((128, 128), "units per hidden layer (mlp)", low=1, min_len=1,
                                          unique=False)
+    channels: tuple[int, ...] = _f((), "channels of the conv layers (cnn: 3 values) or stages (resnet: 2 "
+                                       "values); empty = 16,32,32 (cnn) or 16,32 (resnet)", low=1, unique=False)
+    projection_size: int = _f(32, "contrastive paradigm: units of the projection head (the last layer)", low=2)
+
+    def channels_of(self, architecture: str) -> tuple[int, ...]:
+        """The conv widths an architecture trains with (``()`` for the MLP)."""
+        if architecture not in CONV_CHANNELS:
+            return ()
+        return self.channels or CONV_CHANNELS[architecture][1]
 
 
 @dataclass(frozen=True)
@@ -63,6 +80,8 @@ class TrainingSection:
     n_checkpoints: int = _f(21, "recorded checkpoints, initialization included", low=2)
     checkpoint_spacing: str = _f("linear", "spacing of checkpoints over training", choices=("linear", "log"))
     device: str = _f("cpu", "torch device", choices=("cpu", "cuda"))
+    paradigm: str = _f("supervised", "objective: cross-entropy on labels, or SimCLR-style contrastive learning on "
+                                     "two augmented views", choices=PARADIGMS)
     population_size: int = _f(32, "most networks trained together in one batched population; the sweep is cut "
                                   "into fixed populations of at most this size, so results are bit-reproducible "
                                   "for a given value whatever the executor or resumption", low=1)
@@ -82,6 +101,9 @@ class SweepSection:
                                                  low_open=True, min_len=1)
     n_seeds: int = _f(4, "independent networks per (rule, learning rate)", low=1)
     tasks: tuple[str, ...] = _f((), "tasks crossed with everything else (empty = [task].name)", each_choice=TASKS)
+    architectures: tuple[str, ...] = _f((), "architectures, crossed (empty = [network].architecture); widths and "
+                                            "depths apply to the mlp", each_choice=ARCHITECTURES)
+    paradigms: tuple[str, ...] = _f((), "paradigms, crossed (empty = [training].paradigm)", each_choice=PARADIGMS)
     widths: tuple[int, ...] = _f((), "units in every hidden layer, crossed (empty = [network].hidden_sizes)", low=1)
     depths: tuple[int, ...] = _f((), "number of hidden layers, crossed (empty = [network].hidden_sizes)", low=1)
     batch_sizes: tuple[int, ...] = _f((), "batch sizes, crossed (empty = [training].batch_size)", low=1)
@@ -285,7 +307,22 @@ def parse_protocol(data: Mapping[str, Any], source: str = "<protocol>") -> Proto
     if len(set(rules)) != len(rules):
         loader.fail("sweep.rules", f"each rule may appear once, got {list(protocol.sweep.rules)}")
     sweep = dataclasses.replace(protocol.sweep, rules=rules)
-    return dataclasses.replace(protocol, sweep=sweep, source=source)
+    architectures = sweep.architectures or (protocol.network.architecture,)
+    paradigms = sweep.paradigms or (protocol.training.paradigm,)
+    for architecture in architectures:
+        if architecture in CONV_CHANNELS and protocol.network.channels \
+                and len(protocol.network.channels) != CONV_CHANNELS[architecture][0]:
+            loader.fail("network.channels", f"architecture {architecture!r} needs {CONV_CHANNELS[architecture][0]} "
+                                            f"values, got {list(protocol.network.channels)}")
+        for paradigm in paradigms:
+            for rule in rules:
+                reason = undefined_reason(rule, architecture, paradigm)
+                if reason:
+                    loader.fail("sweep.rules", reason + "; remove the rule or the architecture/paradigm")
+    task = protocol.task
+    if task.root and source != "<protocol>" and not Path(task.root).expanduser().is_absolute():
+        task = dataclasses.replace(task, root=str(Path(source).parent / task.root))
+    return dataclasses.replace(protocol, sweep=sweep, task=task, source=source)
 
 
 def load_protocol(path: str | Path) -> Protocol:

@@ -210,7 +210,8 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
     from virtual_lab.lab.sweep import expand_sweep
     from virtual_lab.sessions import GROUND_TRUTH_SESSION_ID, sanitize_id, session_path
 
-    task = _load_task(protocol.task.name, protocol.task.n_probe, protocol.task.seed)
+    task = _load_task(protocol.task.name, protocol.task.n_probe, protocol.task.seed, protocol.task.root,
+                      protocol.task.download)
     specs = tuple(expand_sweep(protocol, task.n_features, task.n_classes))
     root = protocol.recordings_dir
     paths = {s.run_id: session_path(root, sanitize_id(s.run_id), GROUND_TRUTH_SESSION_ID) for s in specs}
@@ -224,10 +225,10 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
 
 
 @lru_cache(maxsize=4)
-def _load_task(name: str, n_probe: int, seed: int):
+def _load_task(name: str, n_probe: int, seed: int, root: str = "", download: bool = False):
     from virtual_lab.lab.tasks import load_task
 
-    return load_task(name, n_probe=n_probe, seed=seed)
+    return load_task(name, n_probe=n_probe, seed=seed, root=root or None, download=download)
 
 
 def _architecture(spec: "RunSpec") -> str:
@@ -363,9 +364,19 @@ def estimate_session_bytes(spec: "RunSpec", weights_dtype: str = "float32") -> i
     """
     sizes = tuple(spec.layer_sizes)
     n_t, n_s = int(spec.n_checkpoints), int(spec.n_probe)
-    units = sum(sizes[1:])
-    synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    n_layers = len(sizes) - 1
+    if spec.architecture == "mlp":
+        units = sum(sizes[1:])
+        synapses = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        n_layers = len(sizes) - 1
+    else:
+        from virtual_lab.lab.conv import conv_input_shape, conv_layers
+        from virtual_lab.lab.tasks import task_image_shape
+
+        layers = conv_layers(spec.architecture, spec.channels, conv_input_shape(task_image_shape(spec.task)),
+                             sizes[-1])
+        units = sum(layer.n_units for layer in layers)
+        synapses = sum(math.prod(layer.weight_shape) for layer in layers)
+        n_layers = len(layers)
     weight_bytes = 2 if weights_dtype == "float16" else 4
     raw = (n_t * n_s * units * 4 + n_t * synapses * weight_bytes + n_t * n_s * n_layers * 4
            + n_t * n_s * 6 * 8 + n_s * sizes[0] * 4 + units * 48)
@@ -518,6 +529,9 @@ class PopulationTask:
     protocol_name, weights_dtype, device : str
     task_name : str
     n_probe, task_seed : int
+    task_root : str
+        Folder of the torchvision datasets ("" = the default).
+    task_download : bool
     """
 
     population: Population
@@ -530,6 +544,8 @@ class PopulationTask:
     task_name: str
     n_probe: int
     task_seed: int
+    task_root: str = ""
+    task_download: bool = False
 
 
 def _outcome(run_id: str, status: str, *, error: str = "", step: int = -1, stage: str = "") -> dict[str, Any]:
@@ -549,7 +565,7 @@ def run_population(task: PopulationTask, progress: Callable[[int], None] | None 
     """
     import torch
 
-    from virtual_lab.lab.train import train_population
+    from virtual_lab.lab.engine import train_cohort
     from virtual_lab.sessions import write_session
 
     population = task.population
@@ -557,8 +573,8 @@ def run_population(task: PopulationTask, progress: Callable[[int], None] | None 
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAINING_THREADS)
     try:
-        lab_task = _load_task(task.task_name, task.n_probe, task.task_seed)
-        results = train_population(list(population.specs), lab_task, device=task.device, progress=progress)
+        lab_task = _load_task(task.task_name, task.n_probe, task.task_seed, task.task_root, task.task_download)
+        results = train_cohort(list(population.specs), lab_task, device=task.device, progress=progress)
     except Exception as error:  # noqa: BLE001 - recorded in the manifest, the sweep goes on
         logger.error("population %s failed to train: %s", population.population_id, _error_text(error))
         return [_outcome(run_id, "failed", error=_error_text(error), stage="train")
@@ -886,7 +902,8 @@ def run_sweep(protocol: "Protocol", *, executor: str = "local", scheduler: str |
             relative_paths={s.run_id: plan.paths[s.run_id].relative_to(root).as_posix() for s in population.specs},
             protocol_name=protocol.name, weights_dtype=protocol.storage.weights_dtype,
             device=protocol.training.device, task_name=population.specs[0].task,
-            n_probe=population.specs[0].n_probe, task_seed=population.specs[0].task_seed))
+            n_probe=population.specs[0].n_probe, task_seed=population.specs[0].task_seed,
+            task_root=protocol.task.root, task_download=protocol.task.download))
 
     n_to_write = sum(len(t.write_ids) for t in tasks)
     if n_to_write and protocol.storage.check_free_space:

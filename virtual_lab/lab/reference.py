@@ -4,10 +4,12 @@ Each network is an ``nn.Module`` trained with ``torch.optim``; backward-based ru
 custom autograd function whose backward pass multiplies by ``B`` (feedback alignment, information
 alignment, Kolen-Pollack) or by ``sign(W)`` (sign symmetry) instead of ``W^T``; direct feedback alignment
 injects ``e @ D_l`` as the gradient of each hidden pre-activation. Hebbian and node-perturbation updates are
-written out per network and handed to ``torch.optim`` as ``.grad``. It exists to check the batched engine
-(tests) and to time it (benchmark); it is deliberately written independently of
+written out per network and handed to ``torch.optim`` as ``.grad``. The contrastive paradigm uses the same
+augmented views as the engine (:func:`virtual_lab.lab.contrastive.make_views` on the network's own
+generator) and an autograd NT-Xent written as a cross-entropy over the masked similarity matrix. It
+exists to check the batched engine (tests) and to time it (benchmark); it is deliberately written independently of
 :mod:`virtual_lab.lab.train` except for sharing the initialization, data order, checkpoint schedule and
-random streams.
+random streams (and, for contrastive runs, the view augmentation).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from virtual_lab.lab.contrastive import augment_generator, check_contrastive_rule, evaluation_views, make_views
 from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
@@ -107,17 +110,40 @@ def _node_perturbation_grads(model: ReferenceMLP, x: torch.Tensor, y: torch.Tens
             layer.bias.grad = (coef[:, None] * xi).sum(0)
 
 
+def nt_xent_autograd(z: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent of one network's projections ``z`` (2B, D), rows [0, B) view 1 and [B, 2B) view 2.
+
+    Cross-entropy over the cosine-similarity matrix divided by the temperature, each row's own entry masked
+    out, the target of row ``i`` being the other view of the same image.
+    """
+    n = z.shape[0]
+    u = nn.functional.normalize(z, dim=1)
+    sim = (u @ u.t() / temperature).masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
+    target = torch.arange(n).roll(n // 2)
+    return nn.functional.cross_entropy(sim, target)
+
+
 class ReferenceTrainer:
     """One network, its ``torch.optim`` optimizers and its rule's random streams; :meth:`step` trains it.
 
     Parameters
     ----------
     spec : RunSpec
+    image_shape : tuple of int, optional
+        Shape of one stimulus as an image; required for the contrastive paradigm (views are augmented images).
     """
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, image_shape: tuple[int, ...] | None = None):
         self.spec = spec
         self.rule = rule = get_rule(spec.rule)
+        self.contrastive = spec.paradigm == "contrastive"
+        self.augment_generator = None
+        if self.contrastive:
+            check_contrastive_rule(rule.name)
+            if image_shape is None:
+                raise ValueError("the contrastive paradigm needs image_shape to augment the stimuli")
+            self.image_shape = tuple(image_shape)
+            self.augment_generator = augment_generator(spec.seed)
         self.model = ReferenceMLP(spec)
         self.optimizer = _optimizer(rule.optimizer, [p for layer in self.model.layers for p in layer.parameters()],
                                     spec.learning_rate, spec.weight_decay)
@@ -128,8 +154,8 @@ class ReferenceTrainer:
         self.direct = init_direct_feedback(spec.layer_sizes, spec.seed) if rule.feedback == "direct" else None
         self.generator = perturbation_generator(spec.seed) if rule.update == "node_perturbation" else None
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One training step on a batch ``x`` (B, in), ``y`` (B,)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """One training step on a batch ``x`` (B, in), ``y`` (B,) (``y`` unused by the contrastive paradigm)."""
         rule, spec, model, optimizer = self.rule, self.spec, self.model, self.optimizer
         n_layers = len(model.layers)
         optimizer.zero_grad()
@@ -137,8 +163,13 @@ class ReferenceTrainer:
             _node_perturbation_grads(model, x, y, spec.perturbation_sd, self.generator)
             optimizer.step()
             return
-        outs = model(x)
-        loss = nn.functional.cross_entropy(outs[-1], y)
+        if self.contrastive:  # the network sees both views: x becomes (2B, in)
+            x = make_views(x.unsqueeze(0), self.image_shape, [self.augment_generator])[0]
+            outs = model(x)
+            loss = nt_xent_autograd(outs[-1], spec.temperature)
+        else:
+            outs = model(x)
+            loss = nn.functional.cross_entropy(outs[-1], y)
         if rule.update == "hebbian":
             loss.backward()  # reaches the readout only: every layer's input is detached
             for i in range(n_layers - 1):
@@ -175,14 +206,16 @@ def train_reference(spec: RunSpec, task: Task) -> GroundTruth:
     """Train one network the plain way and record the same checkpoints as the engine.
 
     The layer-wise activity change is computed with autograd here (the engine uses the closed form), which
-    makes the comparison a check of that formula too.
+    makes the comparison a check of that formula too. Contrastive runs record the NT-Xent on the evaluation
+    pairs and the nearest-class-centroid accuracy of the last hidden layer, computed here class by class.
     """
-    trainer = ReferenceTrainer(spec)
+    trainer = ReferenceTrainer(spec, task.image_shape)
     rule, model = trainer.rule, trainer.model
     order = batch_order(spec.seed, len(task.train_y), spec.batch_size, spec.n_epochs)
     schedule = checkpoint_schedule(order.shape[0], spec.n_checkpoints, spec.checkpoint_spacing)
     train_x, train_y = torch.as_tensor(task.train_x), torch.as_tensor(task.train_y)
     probe_x, probe_y = torch.as_tensor(task.probe_x), torch.as_tensor(task.probe_y)
+    eval_x = evaluation_views(task.train_x, task.image_shape, task.seed) if trainer.contrastive else None
     n_layers = len(model.layers)
     names = tuple(f"fc{i + 1}" for i in range(n_layers))
     acts = {n: [] for n in names}
@@ -201,6 +234,15 @@ def train_reference(spec: RunSpec, task: Task) -> GroundTruth:
             acts[names[i]].append(y.detach().numpy())
             weights[names[i]].append(layer.weight.detach().numpy().copy())
             x = y.detach()
+        if trainer.contrastive:
+            with torch.no_grad():
+                train_rep = nn.functional.normalize(model(train_x)[-2], dim=1)
+                centroids = torch.stack([train_rep[train_y == c].mean(0) for c in range(task.n_classes)])
+                probe_rep = nn.functional.normalize(model(probe_x)[-2], dim=1)
+                cosine = probe_rep @ nn.functional.normalize(centroids, dim=1).t()
+                acc_curve.append(float((cosine.argmax(1) == probe_y).float().mean()))
+                loss_curve.append(float(nt_xent_autograd(model(eval_x)[-1], spec.temperature)))
+            return
         acc_curve.append(float((x.argmax(1) == probe_y).float().mean()))
         with torch.no_grad():
             loss_curve.append(float(nn.functional.cross_entropy(model(train_x)[-1], train_y)))

@@ -42,9 +42,16 @@ Reward-based
 Optimizers: the approximate-gradient and reward rules use SGD with Nesterov momentum, as in the paper;
 ``hebbian`` uses plain SGD.
 
-Architectures: every rule is defined for the MLPs the engine trains (any depth and width). Convolutional
-networks are not implemented yet; when they are, FA, IA, KP and sign symmetry carry over with the backward
-matrix as a transposed convolution, while DFA, Hebbian and node perturbation need their own definitions.
+Architectures and paradigms: every rule is defined for the MLPs the engine trains (any depth and width).
+The convolutional networks (``cnn``, ``resnet``; :mod:`virtual_lab.lab.conv`) run the rules whose backward
+matrix carries over as a transposed convolution: sgd, sgdm, adam, FA, IA, KP and sign symmetry
+(:data:`CONV_RULES`). DFA, Hebbian and node perturbation are not defined for them here (a convolutional DFA
+needs a projection to every feature map, a convolutional Oja rule a weight-sharing convention, a
+convolutional node perturbation a noise model per feature map). The contrastive paradigm
+(:mod:`virtual_lab.lab.contrastive`) runs every rule that sends an error signal backward
+(:data:`CONTRASTIVE_RULES`): Hebbian's readout and node perturbation's reward are defined per labelled example.
+:func:`undefined_reason` says why a (rule, architecture, paradigm) triple is not defined; the protocol loader
+rejects such triples.
 """
 
 from __future__ import annotations
@@ -136,3 +143,34 @@ def get_rule(name: str) -> Rule:
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(f"unknown learning rule {name!r}{hint} (available: {', '.join(RULES)})")
     return RULES[name]
+
+
+#: Architectures the engines train.
+ARCHITECTURES = ("mlp", "cnn", "resnet")
+#: Training objectives.
+PARADIGMS = ("supervised", "contrastive")
+#: Rules with a convolutional version (the backward matrix as a transposed convolution).
+CONV_RULES = ("sgd", "sgdm", "adam", "feedback_alignment", "information_alignment", "kolen_pollack",
+              "sign_symmetry")
+#: Rules defined for the contrastive paradigm: every rule whose update is a backward-sent error.
+CONTRASTIVE_RULES = tuple(name for name, rule in RULES.items() if rule.update == "backward")
+
+
+def undefined_reason(rule: str, architecture: str = "mlp", paradigm: str = "supervised") -> str | None:
+    """Why a rule is not defined for an architecture or paradigm, or ``None`` when it is.
+
+    Examples
+    --------
+    >>> undefined_reason("sgdm", "cnn") is None
+    True
+    >>> undefined_reason("hebbian", "cnn")
+    "rule 'hebbian' has no convolutional version (architecture 'cnn' allows: sgd, sgdm, adam, feedback_alignment, information_alignment, kolen_pollack, sign_symmetry)"
+    """
+    name = get_rule(rule).name
+    if architecture != "mlp" and name not in CONV_RULES:
+        return (f"rule {name!r} has no convolutional version (architecture {architecture!r} allows: "
+                f"{', '.join(CONV_RULES)})")
+    if paradigm == "contrastive" and name not in CONTRASTIVE_RULES:
+        return (f"rule {name!r} is not defined for the contrastive paradigm (it needs labels or a per-example "
+                f"reward; allowed: {', '.join(CONTRASTIVE_RULES)})")
+    return None

@@ -21,12 +21,12 @@ def _hidden_size_options(protocol: Protocol) -> list[tuple[int, ...]]:
 
 
 def expand_sweep(protocol: Protocol, n_features: int, n_classes: int) -> list[RunSpec]:
-    """Every run of a protocol's sweep: tasks x hidden sizes x batch sizes x weight decays x rules x
-    learning-rate scales x seeds.
+    """Every run of a protocol's sweep: tasks x paradigms x architectures (hidden sizes for the MLP) x batch
+    sizes x weight decays x rules x learning-rate scales x seeds.
 
     Every run gets its own seed (initialization and data order), derived from the protocol seed, the rule,
     the learning-rate scale and the replicate (and, for the sweep dimensions a protocol crosses, the task,
-    hidden sizes, batch size and weight decay; a sweep that crosses none of them keeps the seeds and run ids
+    paradigm, architecture, hidden sizes, batch size and weight decay; a sweep that crosses none of them keeps the seeds and run ids
     of earlier versions). Seeds are deliberately *not* paired across rules: with paired seeds, twin networks
     that share an initialization but differ in rule sit on both sides of a network-grouped split, and a
     decoder of an uninformative feature (e.g. the initial checkpoint) is then pushed systematically *below*
@@ -49,30 +49,44 @@ def expand_sweep(protocol: Protocol, n_features: int, n_classes: int) -> list[Ru
 
     sweep = protocol.sweep
     tasks = sweep.tasks or (protocol.task.name,)
+    architectures = sweep.architectures or (protocol.network.architecture,)
+    paradigms = sweep.paradigms or (protocol.training.paradigm,)
     hidden_options = _hidden_size_options(protocol)
     batch_sizes = sweep.batch_sizes or (protocol.training.batch_size,)
     specs = []
     for task in tasks:
         dims = (n_features, n_classes) if task == protocol.task.name else task_dimensions(task)
-        for hidden in hidden_options:
-            sizes = (dims[0], *hidden, dims[1])
-            for batch_size in batch_sizes:
-                for decay_index, decay in enumerate(sweep.weight_decays or (None,)):
-                    extra = []  # seed parts only for the dimensions this sweep crosses
-                    if sweep.tasks:
-                        extra.append(f"task={task}")
-                    if sweep.widths or sweep.depths:
-                        extra.append("hidden=" + ",".join(map(str, hidden)))
-                    if sweep.batch_sizes:
-                        extra.append(f"batch={batch_size}")
-                    if sweep.weight_decays:
-                        extra.append(f"decay={decay_index}")
-                    specs.extend(_rule_runs(protocol, sizes, task, batch_size, decay, extra))
+        for paradigm in paradigms:
+            n_outputs = dims[1] if paradigm == "supervised" else protocol.network.projection_size
+            for architecture in architectures:
+                channels = protocol.network.channels_of(architecture)
+                shapes = ([(dims[0], *hidden, n_outputs) for hidden in hidden_options] if architecture == "mlp"
+                          else [(dims[0], n_outputs)])
+                for sizes in shapes:
+                    for batch_size in batch_sizes:
+                        for decay_index, decay in enumerate(sweep.weight_decays or (None,)):
+                            extra = []  # seed parts only for the dimensions this sweep crosses
+                            if sweep.tasks:
+                                extra.append(f"task={task}")
+                            if sweep.paradigms:
+                                extra.append(f"paradigm={paradigm}")
+                            if sweep.architectures:
+                                extra.append(f"architecture={architecture}")
+                            if (sweep.widths or sweep.depths) and architecture == "mlp":
+                                extra.append("hidden=" + ",".join(map(str, sizes[1:-1])))
+                            if sweep.batch_sizes:
+                                extra.append(f"batch={batch_size}")
+                            if sweep.weight_decays:
+                                extra.append(f"decay={decay_index}")
+                            specs.extend(_rule_runs(protocol, sizes, task, batch_size, decay, extra,
+                                                    architecture=architecture, channels=channels,
+                                                    paradigm=paradigm))
     return specs
 
 
 def _rule_runs(protocol: Protocol, sizes: tuple[int, ...], task: str, batch_size: int, decay: float | None,
-               extra: list[str]) -> list[RunSpec]:
+               extra: list[str], *, architecture: str = "mlp", channels: tuple[int, ...] = (),
+               paradigm: str = "supervised") -> list[RunSpec]:
     """Rules x learning-rate scales x seeds of one cell of the sweep."""
     specs = []
     for rule_name in protocol.sweep.rules:
@@ -100,6 +114,9 @@ def _rule_runs(protocol: Protocol, sizes: tuple[int, ...], task: str, batch_size
                     checkpoint_spacing=protocol.training.checkpoint_spacing,
                     protocol=protocol.name,
                     weight_decay=weight_decay,
+                    architecture=architecture,
+                    channels=tuple(channels),
+                    paradigm=paradigm,
                     **options,
                 ))
     return specs

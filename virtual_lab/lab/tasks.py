@@ -279,6 +279,15 @@ def load_torchvision_task(name: str, n_probe: int = 200, seed: int = 0, *, root:
                 (probe_x.reshape(len(probe_x), flat) / 255.0).astype(np.float32), probe_y, image_shape, 10, seed)
 
 
+def task_image_shape(name: str) -> tuple[int, ...]:
+    """Shape of one of a task's stimuli as an image, without loading it: ``(H, W)`` or ``(H, W, C)``."""
+    if name in TORCHVISION_TASKS:
+        return TORCHVISION_TASKS[name][1]
+    n_features = task_dimensions(name)[0]
+    side = int(np.sqrt(n_features))
+    return (side, side) if side * side == n_features else (n_features,)
+
+
 def task_dimensions(name: str) -> tuple[int, int]:
     """``(n_features, n_classes)`` of a task, without loading it."""
     if name not in TASK_DIMENSIONS:
@@ -286,10 +295,12 @@ def task_dimensions(name: str) -> tuple[int, int]:
     return TASK_DIMENSIONS[name]
 
 
-def load_task(name: str, n_probe: int = 200, seed: int = 0) -> Task:
+def load_task(name: str, n_probe: int = 200, seed: int = 0, *, root: str | Path | None = None,
+              download: bool = False) -> Task:
     """Load a task by name (one of :data:`TASKS`).
 
-    The torchvision tasks read from ``$VIRTUAL_LAB_DATA`` (see :func:`load_torchvision_task`).
+    The torchvision tasks read from ``root`` (default ``$VIRTUAL_LAB_DATA``) and download only when asked
+    (see :func:`load_torchvision_task`); the other tasks ignore ``root`` and ``download``.
     """
     if name == "digits":
         return load_digits_task(n_probe, seed)
@@ -298,7 +309,7 @@ def load_task(name: str, n_probe: int = 200, seed: int = 0) -> Task:
     if name == "teacher":
         return make_teacher_task(n_probe, seed)
     if name in TORCHVISION_TASKS:
-        return load_torchvision_task(name, n_probe, seed)
+        return load_torchvision_task(name, n_probe, seed, root=root or None, download=download)
     import difflib
 
     close = difflib.get_close_matches(str(name), TASKS, n=1)

@@ -7,9 +7,12 @@ through a fixed random ``B``, information alignment through a ``B`` trained by i
 Kolen-Pollack through a ``B`` that receives ``W``'s update, sign symmetry through ``sign(W)``, direct feedback
 alignment straight from the output error through fixed random matrices; Hebbian networks replace the hidden
 layers' update by Oja's rule and node-perturbation networks replace the whole backward pass by a second,
-perturbed forward pass (see :mod:`virtual_lab.lab.rules`). Each network keeps its own seed, initialization,
-data order, learning rule and hyperparameters, and its results equal a one-network-at-a-time reference
-within float tolerance (``tests/test_train.py``).
+perturbed forward pass (see :mod:`virtual_lab.lab.rules`). Two paradigms: supervised (cross-entropy on the
+labels) and self-supervised contrastive (SimCLR: two augmented views per image, NT-Xent on the last layer, the
+projection head; every backward-based rule carries its gradient; see :mod:`virtual_lab.lab.contrastive`).
+Each network keeps its own seed, initialization, data order, learning rule and hyperparameters, and its
+results equal a one-network-at-a-time reference within float tolerance (``tests/test_train.py``,
+``tests/test_contrastive.py``).
 
 A network whose loss becomes NaN/inf is marked diverged and frozen at that step; its later checkpoints are
 NaN. Its neighbours are unaffected: every operation is independent along the network axis.
@@ -27,8 +30,11 @@ import numpy as np
 import torch
 
 from virtual_lab import __version__
+from virtual_lab.lab.contrastive import (TEMPERATURE, augment_generator, centroid_predict,
+                                         check_contrastive_rule, class_sums, evaluation_views, make_views, nt_xent,
+                                         nt_xent_loss)
 from virtual_lab.lab.record import GroundTruth, depth_positions
-from virtual_lab.lab.rules import IA_DEFAULTS, PERTURBATION_SD, get_rule
+from virtual_lab.lab.rules import IA_DEFAULTS, PARADIGMS, PERTURBATION_SD, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.seeding import derive_seed, stable_hash
 
@@ -71,8 +77,19 @@ class RunSpec:
         (Kolen-Pollack applies it to ``B`` too).
     perturbation_sd : float, default=0.05
         Standard deviation of node perturbation's noise on pre-activations (``node_perturbation`` only).
+    architecture : {"mlp", "cnn", "resnet"}, default="mlp"
+        Network family. For ``"mlp"``, ``layer_sizes`` lists every layer; for the convolutional families it is
+        ``(n_inputs, n_outputs)`` and ``channels`` gives the convolutional widths
+        (see :mod:`virtual_lab.lab.conv`).
+    channels : tuple of int, default=()
+        Channels of the convolutional layers (``"cnn"``: one per conv layer; ``"resnet"``: one per stage).
+    paradigm : {"supervised", "contrastive"}, default="supervised"
+        Objective: cross-entropy on labels, or SimCLR-style NT-Xent on two augmented views (the last layer is
+        then the projection head and ``layer_sizes[-1]`` its width; see :mod:`virtual_lab.lab.contrastive`).
+    temperature : float, default=0.5
+        NT-Xent temperature (``"contrastive"`` only); may differ between the networks of one population.
 
-    Fields added after the first release (``weight_decay``, ``perturbation_sd``) enter the ``run_id`` only
+    Fields added after the first release (``weight_decay`` and every field after it) enter the ``run_id`` only
     when they differ from their defaults, so run ids of earlier specs do not change.
     """
 
@@ -93,6 +110,10 @@ class RunSpec:
     protocol: str = ""
     weight_decay: float = 0.0
     perturbation_sd: float = PERTURBATION_SD
+    architecture: str = "mlp"
+    channels: tuple[int, ...] = ()
+    paradigm: str = "supervised"
+    temperature: float = TEMPERATURE
 
     @property
     def run_id(self) -> str:
@@ -108,12 +129,13 @@ class RunSpec:
     @property
     def cohort_key(self) -> tuple:
         """Runs with equal keys can train together in one batched population."""
-        return (self.layer_sizes, self.batch_size, self.n_epochs, self.task, self.task_seed, self.n_probe,
-                self.n_checkpoints, self.checkpoint_spacing)
+        return (self.architecture, self.layer_sizes, self.channels, self.paradigm, self.batch_size, self.n_epochs,
+                self.task, self.task_seed, self.n_probe, self.n_checkpoints, self.checkpoint_spacing)
 
 
 #: Fields added after the first release, with the default at which they are left out of the run id.
-_ID_OPTIONAL_FIELDS = {"weight_decay": 0.0, "perturbation_sd": PERTURBATION_SD}
+_ID_OPTIONAL_FIELDS = {"weight_decay": 0.0, "perturbation_sd": PERTURBATION_SD, "architecture": "mlp", "channels": (),
+                       "paradigm": "supervised", "temperature": TEMPERATURE}
 
 
 def checkpoint_schedule(n_steps: int, n_checkpoints: int, spacing: str = "linear") -> np.ndarray:
@@ -342,6 +364,10 @@ def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[to
     return grad_w, grad_b
 
 
+#: Elements of the largest intermediate tensor of the contrastive read-outs (chunking bound, ~64 MB of float32).
+_CHUNK_ELEMENTS = 2 ** 24
+
+
 def _mask(rules: Sequence, predicate: Callable, device: torch.device) -> torch.Tensor:
     return torch.tensor([bool(predicate(r)) for r in rules], device=device)
 
@@ -361,7 +387,9 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         The runs; they must share :attr:`RunSpec.cohort_key` (architecture, batch size, epochs, task,
         checkpoints). Rules, learning rates, weight decays and seeds may differ.
     task : Task
-        The task every run trains on (``task.name`` must match the specs).
+        The task every run trains on (``task.name`` must match the specs; supervised runs need
+        ``layer_sizes[-1] == task.n_classes``, contrastive runs any projection width, a hidden layer and
+        image stimuli).
     device : str, default="cpu"
         Torch device, e.g. ``"cuda"``.
     progress : callable, optional
@@ -377,7 +405,13 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     Returns
     -------
     list of GroundTruth
-        One per spec, in order.
+        One per spec, in order. Supervised runs record the cross-entropy on the training set
+        (``train_loss``) and the probe accuracy of the output layer (``test_accuracy``). Contrastive runs
+        (``paradigm="contrastive"``; rules in :data:`virtual_lab.lab.contrastive.CONTRASTIVE_RULES`) record
+        the NT-Xent loss on a fixed evaluation pair set, identical for every network of the task
+        (:func:`virtual_lab.lab.contrastive.evaluation_views`), and the nearest-class-centroid (cosine)
+        accuracy of the last hidden layer on the probes, centroids from the unaugmented training set.
+        Activations, weights and activity change are recorded on the unaugmented probes in both paradigms.
     """
     import time
 
@@ -390,10 +424,24 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         raise ValueError("all runs of one population must share architecture, batch size, epochs, task and "
                          "checkpoints; group them by RunSpec.cohort_key first")
     first = specs[0]
-    if task.name != first.task or task.n_features != first.layer_sizes[0] or task.n_classes != first.layer_sizes[-1]:
+    if first.paradigm not in PARADIGMS:
+        raise ValueError(f"paradigm must be one of {', '.join(PARADIGMS)}; got {first.paradigm!r}")
+    contrastive = first.paradigm == "contrastive"
+    if contrastive:  # the last layer is the projection head: any width, and a hidden layer before it
+        if task.name != first.task or task.n_features != first.layer_sizes[0] or len(first.layer_sizes) < 3:
+            raise ValueError(f"task {task.name!r} ({task.n_features} inputs) does not match the contrastive runs "
+                             f"(task {first.task!r}, layer sizes {first.layer_sizes}: inputs, at least one hidden "
+                             f"layer, projection width)")
+        if len(task.image_shape) not in (2, 3):
+            raise ValueError(f"the contrastive paradigm augments images; task {task.name!r} has stimuli of shape "
+                             f"{tuple(task.image_shape)}")
+    elif task.name != first.task or task.n_features != first.layer_sizes[0] or task.n_classes != first.layer_sizes[-1]:
         raise ValueError(f"task {task.name!r} ({task.n_features} inputs, {task.n_classes} classes) does not match "
                          f"the runs (task {first.task!r}, layer sizes {first.layer_sizes})")
     rules = [get_rule(s.rule) for s in specs]
+    if contrastive:
+        for rule in rules:
+            check_contrastive_rule(rule.name)
     dev = torch.device(device)
     n_nets = len(specs)
     sizes = first.layer_sizes
@@ -463,6 +511,11 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     train_y = torch.as_tensor(task.train_y, device=dev)
     probe_x = torch.as_tensor(task.probe_x, device=dev)
     probe_y = torch.as_tensor(task.probe_y, device=dev)
+    if contrastive:
+        augment_generators = [augment_generator(s.seed) for s in specs]
+        temperature = column([s.temperature for s in specs])
+        eval_x = evaluation_views(task.train_x, task.image_shape, task.seed).to(dev)
+        n_eval = eval_x.shape[0] // 2
     active = torch.ones(n_nets, dtype=torch.float32, device=dev)
     diverged_step = np.full(n_nets, -1, dtype=np.int64)
     recorder = _Recorder(n_nets, len(schedule), len(probe_y), sizes)
@@ -477,17 +530,42 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 deriv = (pre[l] > 0).float() if l < n_layers - 1 else torch.ones_like(pre[l])
                 change = torch.einsum("nbo,no->nb", deriv, weights[l].sum(2)) / sizes[l + 1]
                 recorder.change[l][alive, index] = change.cpu().numpy()[alive]
-            accuracy = (outs[-1].argmax(2) == probe_y).float().mean(1)
-            _, train_outs = _forward(train_x.expand(n_nets, -1, -1), weights, biases)
-            loss = _cross_entropy(train_outs[-1], train_y.expand(n_nets, -1))
+            if contrastive:
+                accuracy = (centroid_predict(train_centroids(), outs[-2]) == probe_y).float().mean(1)
+                loss = evaluation_loss()
+            else:
+                accuracy = (outs[-1].argmax(2) == probe_y).float().mean(1)
+                _, train_outs = _forward(train_x.expand(n_nets, -1, -1), weights, biases)
+                loss = _cross_entropy(train_outs[-1], train_y.expand(n_nets, -1))
         recorder.train_loss[alive, index] = loss.cpu().numpy()[alive]
         recorder.test_accuracy[alive, index] = accuracy.cpu().numpy()[alive]
+
+    def train_centroids() -> torch.Tensor:
+        """Class sums of the normalized last-hidden-layer representations of the (unaugmented) training set."""
+        sums = torch.zeros(n_nets, task.n_classes, sizes[-2], device=dev)
+        chunk = max(1, _CHUNK_ELEMENTS // (n_nets * max(sizes[1:-1])))
+        for start in range(0, n_train, chunk):
+            _, hidden = _forward(train_x[start:start + chunk].expand(n_nets, -1, -1), weights[:-1], biases[:-1])
+            sums += class_sums(torch.relu(hidden[-1]), train_y[start:start + chunk], task.n_classes)
+        return sums
+
+    def evaluation_loss() -> torch.Tensor:
+        """NT-Xent of every network on the fixed evaluation pairs (networks in chunks: (2M)^2 similarities each)."""
+        losses = []
+        chunk = max(1, _CHUNK_ELEMENTS // (2 * n_eval) ** 2)
+        for start in range(0, n_nets, chunk):
+            part = slice(start, start + chunk)
+            _, eval_outs = _forward(eval_x.expand(min(chunk, n_nets - start), -1, -1), [w[part] for w in weights],
+                                    [b[part] for b in biases])
+            z = eval_outs[-1]
+            losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], temperature[part]))
+        return torch.cat(losses)
 
     def direct(l: int, chained: torch.Tensor) -> torch.Tensor:
         return torch.where(is_direct, torch.bmm(error, direct_feedback[l]), chained)
 
     next_checkpoint = 0
-    eye = torch.eye(sizes[-1], device=dev)
+    eye = None if contrastive else torch.eye(sizes[-1], device=dev)
     with torch.no_grad():
         for step in range(n_steps + 1):
             if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
@@ -498,12 +576,18 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             if step == n_steps:
                 break
             idx = orders[:, step]
-            x = train_x[idx]
             y = train_y[idx]
-            pre, outs = _forward(x, weights, biases)
-            logits = outs[-1]
-            example_losses = _example_losses(logits, y)
-            loss = example_losses.mean(1)
+            if contrastive:  # both views in one pass: rows [0, B) view 1, [B, 2B) view 2
+                x = make_views(train_x[idx], task.image_shape, augment_generators)
+                pre, outs = _forward(x, weights, biases)
+                half = x.shape[1] // 2
+                loss, grad_view1, grad_view2 = nt_xent(outs[-1][:, :half], outs[-1][:, half:], temperature)
+            else:
+                x = train_x[idx]
+                pre, outs = _forward(x, weights, biases)
+                logits = outs[-1]
+                example_losses = _example_losses(logits, y)
+                loss = example_losses.mean(1)
             bad = ~torch.isfinite(loss) & active.bool()
             if bool(bad.any()):
                 for i in torch.nonzero(bad).flatten().tolist():
@@ -511,7 +595,10 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                     logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
                 active = active * (~bad).float()
             batch = x.shape[1]
-            error = (torch.softmax(logits, dim=2) - eye[y]) / batch
+            if contrastive:  # dNT-Xent/dz, already averaged over the 2B anchors
+                error = torch.cat([grad_view1, grad_view2], 1)
+            else:
+                error = (torch.softmax(logits, dim=2) - eye[y]) / batch
             inputs = [x] + outs[:-1]
             if any_backward:
                 grad_w, grad_b = _backward_pass(error, inputs, pre, backward_matrix,
@@ -604,9 +691,15 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             "checkpoint_spacing": spec.checkpoint_spacing,
             "diverged": bool(diverged_step[i] >= 0),
             "diverged_step": int(diverged_step[i]),
+            "paradigm": spec.paradigm,
             "virtual_lab_version": __version__,
             "torch_version": torch.__version__,
         }
+        if contrastive:
+            metadata.update(temperature=float(spec.temperature), augment_seed=int(derive_seed(spec.seed, "augment")),
+                            projection_width=int(sizes[-1]), representation_layer=names[-2],
+                            n_eval_pairs=int(n_eval),
+                            eval_seed=int(derive_seed(task.seed, "contrastive_eval")))
         if rule.feedback == "information_alignment":
             metadata.update(ia_alpha=float(spec.ia_alpha), ia_beta=float(spec.ia_beta), ia_gamma=float(spec.ia_gamma))
         if rule.feedback == "direct":
