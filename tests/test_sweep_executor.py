@@ -182,18 +182,18 @@ def test_failed_and_diverged_runs_are_in_the_manifest_and_the_exit_code(tmp_path
 
 
 def test_a_population_that_fails_to_train_does_not_stop_the_others(tmp_path, monkeypatch):
-    from virtual_lab.lab import train
+    from virtual_lab.lab import engine
 
     protocol = tiny(tmp_path)
     bad = plan_sweep(protocol).populations[0]
-    real = train.train_population
+    real = engine.train_cohort
 
-    def train_population(specs, task, **kwargs):
+    def train_cohort(specs, task, **kwargs):
         if specs[0].run_id == bad.run_ids[0]:
             raise RuntimeError("boom")
         return real(specs, task, **kwargs)
 
-    monkeypatch.setattr(train, "train_population", train_population)
+    monkeypatch.setattr(engine, "train_cohort", train_cohort)
     result = run_sweep(protocol, n_workers=0, progress=False)
     assert not result.ok
     assert {r["run_id"] for r in result.failed} == set(bad.run_ids)

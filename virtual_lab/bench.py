@@ -10,10 +10,15 @@ Measures, in one run on one machine and one thread setting:
 (c) the cost of checkpoint recording (probe responses, weights, activity change, loss and accuracy at every
     checkpoint) as a fraction of the engine's wall-clock time.
 
-FLOPs are *model* FLOPs of the rule-independent part of a step: the forward pass (``2 B in out`` per layer),
-the weight gradient (``2 B in out``) and the error sent to the layer below (``2 B in out``, not for the first
-layer). Element-wise work and the information-alignment local loss are not counted, so the fraction of
-peak is a lower bound.
+FLOPs are the matrix-multiply FLOPs each network's rule performs per step (:func:`rule_flops_per_step`): the
+forward pass (``2 B m`` per layer, with ``m`` the layer's multiply-adds per example: ``in x out`` for a dense
+layer, ``H_out W_out C_out C_in k^2`` for a convolution), the weight gradient (``2 B m``) and the error sent to
+the layer below (``2 B m``, not for the first layer), plus what a rule adds (information alignment's local
+loss on B: four more products per layer, ``8 B m``; direct feedback alignment sends the output error through
+``D_l`` instead). Element-wise work is not counted, so the fraction of peak is a lower bound.
+
+Both the MLP (``architecture="mlp"``) and the small CNN (``"cnn"``, :mod:`virtual_lab.lab.conv`) are measured;
+``virtual-lab bench`` runs both and writes one JSON file.
 """
 
 from __future__ import annotations
@@ -33,17 +38,53 @@ DEFAULT_RULES = ("sgdm", "adam", "feedback_alignment", "information_alignment")
 
 
 def model_flops_per_step(layer_sizes: Sequence[int], batch_size: int) -> int:
-    """Model FLOPs of one network's training step (forward, weight gradients, error propagation).
+    """Matmul FLOPs of one backprop-like MLP training step (forward, weight gradients, error propagation).
 
     Examples
     --------
     >>> model_flops_per_step((64, 128, 10), 32)
     2162688
     """
-    total = 0
-    for l, (n_in, n_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:])):
-        total += (4 if l == 0 else 6) * batch_size * n_in * n_out
-    return total
+    return rule_flops_per_step([n_in * n_out for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])],
+                               batch_size, "sgdm")
+
+
+def rule_flops_per_step(layer_macs: Sequence[int], batch_size: int, rule: str, *,
+                        hidden_units: Sequence[int] = (), n_outputs: int = 0) -> int:
+    """Matmul FLOPs one network's step performs under a rule.
+
+    Parameters
+    ----------
+    layer_macs : sequence of int
+        Multiply-adds of each weight layer's forward pass for one example, in forward order.
+    batch_size : int
+    rule : str
+    hidden_units, n_outputs : optional
+        Units of each hidden layer and of the output (direct feedback alignment only).
+
+    Examples
+    --------
+    >>> rule_flops_per_step([64 * 128, 128 * 10], 32, "feedback_alignment") == model_flops_per_step((64, 128, 10), 32)
+    True
+    >>> rule_flops_per_step([100], 2, "information_alignment")
+    2400
+    """
+    from virtual_lab.lab.rules import get_rule
+
+    r = get_rule(rule)
+    b = batch_size
+    forward = sum(2 * b * m for m in layer_macs)
+    if r.update == "node_perturbation":  # a clean and a perturbed forward pass, and the weight update
+        return 2 * forward + sum(2 * b * m for m in layer_macs)
+    weight_grads = sum(2 * b * m for m in layer_macs)
+    if r.feedback == "direct":
+        errors = sum(2 * b * n_outputs * u for u in hidden_units)
+    elif r.update == "hebbian":  # only the readout's delta rule sends no error; Oja's rule on hidden layers
+        errors = 0
+    else:
+        errors = sum(2 * b * m for m in layer_macs[1:])
+    extra = sum(8 * b * m for m in layer_macs) if r.feedback == "information_alignment" else 0
+    return forward + weight_grads + errors + extra
 
 
 def measure_matmul_peak(size: int = 1024, repeats: int = 10, device: str = "cpu") -> float:
@@ -75,47 +116,70 @@ def measure_matmul_peak(size: int = 1024, repeats: int = 10, device: str = "cpu"
 
 
 def _population_specs(n_networks: int, hidden_sizes: Sequence[int], batch_size: int, n_epochs: int,
-                      rules: Sequence[str], n_checkpoints: int, n_probe: int, task_inputs: int, task_classes: int):
+                      rules: Sequence[str], n_checkpoints: int, n_probe: int, task_inputs: int, task_classes: int,
+                      architecture: str = "mlp", channels: Sequence[int] = ()):
     from virtual_lab.lab.rules import get_rule
     from virtual_lab.lab.train import RunSpec
     from virtual_lab.seeding import derive_seed
 
-    sizes = (task_inputs, *hidden_sizes, task_classes)
+    sizes = (task_inputs, *hidden_sizes, task_classes) if architecture == "mlp" else (task_inputs, task_classes)
     specs = []
     for i in range(n_networks):
         rule = get_rule(rules[i % len(rules)])
         specs.append(RunSpec(rule=rule.name, learning_rate=rule.default_learning_rate, batch_size=batch_size,
                              n_epochs=n_epochs, seed=derive_seed("bench", i), layer_sizes=sizes, n_probe=n_probe,
-                             n_checkpoints=n_checkpoints, weight_decay=rule.default_weight_decay))
+                             n_checkpoints=n_checkpoints, weight_decay=rule.default_weight_decay,
+                             architecture=architecture, channels=tuple(channels)))
     return specs
 
 
-def run_benchmark(*, n_networks: int = 64, hidden_sizes: Sequence[int] = (128, 128), batch_size: int = 64,
-                  n_epochs: int = 20, n_checkpoints: int = 21, n_probe: int = 200,
-                  rules: Sequence[str] = DEFAULT_RULES, n_threads: int = 2, n_reference_networks: int = 8,
-                  n_reference_steps: int = 100, device: str = "cpu", peak_size: int = 1024) -> dict:
+def _layer_macs(spec, task) -> tuple[list[int], list[int], str]:
+    """Per-example multiply-adds of every weight layer, hidden-layer units, and a one-line shape label."""
+    if spec.architecture == "mlp":
+        sizes = spec.layer_sizes
+        return ([a * b for a, b in zip(sizes[:-1], sizes[1:])], list(sizes[1:-1]),
+                "MLP " + "-".join(map(str, sizes)))
+    from virtual_lab.lab.conv import conv_input_shape, conv_layers
+
+    layers = conv_layers(spec.architecture, spec.channels, conv_input_shape(task.image_shape), spec.layer_sizes[-1])
+    macs = [layer.n_units * layer.fan_in if layer.kind == "conv" else layer.n_in * layer.n_out for layer in layers]
+    label = f"{spec.architecture.upper()} " + ", ".join(
+        f"{layer.name} {layer.n_in}->{layer.n_out}" for layer in layers)
+    return macs, [layer.n_units for layer in layers[:-1]], label
+
+
+def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_sizes: Sequence[int] = (128, 128),
+                  channels: Sequence[int] = (), batch_size: int = 64, n_epochs: int = 20, n_checkpoints: int = 21,
+                  n_probe: int = 200, rules: Sequence[str] = DEFAULT_RULES, n_threads: int = 2,
+                  n_reference_networks: int = 8, n_reference_steps: int = 100, device: str = "cpu",
+                  peak_size: int = 1024, peak: float | None = None) -> dict:
     """Time the population engine against one-at-a-time training on digits.
 
     Parameters
     ----------
+    architecture : {"mlp", "cnn", "resnet"}, default="mlp"
     n_networks : int, default=64
         Networks in the population (rules assigned round-robin).
     hidden_sizes : sequence of int, default=(128, 128)
-        The default MLP: 64-128-128-10.
+        The default MLP: 64-128-128-10 (``"mlp"`` only).
+    channels : sequence of int, default=()
+        Convolutional widths (empty = the architecture's default; conv architectures only).
     batch_size, n_epochs, n_checkpoints, n_probe : int
         As in a protocol; the defaults are the quickstart's (480 steps, 21 checkpoints, 200 probes).
     rules : sequence of str, default=the paper's four rules
     n_threads : int, default=2
         Torch intra-op threads for every measurement (restored afterwards).
     n_reference_networks : int, default=8
-        Networks the one-at-a-time reference trains (the first ones of the population; its rate does
-        not depend on how many).
+        Networks the one-at-a-time reference trains (the first ones of the population, so the same mix of
+        rules; its rate does not depend on how many).
     n_reference_steps : int, default=100
         Steps each reference network trains.
     device : str, default="cpu"
         Device of the engine and of the matmul peak ("cuda" on a GPU machine); the reference runs on CPU.
     peak_size : int, default=1024
         Side of the square matrices whose product measures the matmul peak.
+    peak : float, optional
+        A matmul peak (FLOP/s) already measured in this run (so several architectures share one).
 
     Returns
     -------
@@ -125,39 +189,58 @@ def run_benchmark(*, n_networks: int = 64, hidden_sizes: Sequence[int] = (128, 1
     """
     import torch
 
-    from virtual_lab.lab.reference import ReferenceTrainer
+    from virtual_lab.lab.engine import train_cohort
     from virtual_lab.lab.tasks import load_digits_task
-    from virtual_lab.lab.train import batch_order, train_population
+    from virtual_lab.lab.train import batch_order
 
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
     if n_networks < 1 or n_reference_networks < 1 or n_reference_steps < 1:
         raise ValueError("n_networks, n_reference_networks and n_reference_steps must be >= 1, got "
                          f"{n_networks}, {n_reference_networks}, {n_reference_steps}")
+    if architecture not in ("mlp", "cnn", "resnet"):
+        raise ValueError(f"architecture must be one of mlp, cnn, resnet; got {architecture!r}")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(n_threads)
     try:
         task = load_digits_task(n_probe=n_probe, seed=0)
         specs = _population_specs(n_networks, hidden_sizes, batch_size, n_epochs, rules, n_checkpoints, n_probe,
-                                  task.n_features, task.n_classes)
-        sizes = specs[0].layer_sizes
-        flops_per_step = model_flops_per_step(sizes, batch_size)
-        peak = measure_matmul_peak(size=peak_size, device=device)
+                                  task.n_features, task.n_classes, architecture, channels)
+        macs, hidden_units, label = _layer_macs(specs[0], task)
+        per_network = [rule_flops_per_step(macs, batch_size, s.rule, hidden_units=hidden_units,
+                                           n_outputs=task.n_classes) for s in specs]
+        flops_per_step = sum(per_network) / len(per_network)
+        if peak is None:
+            peak = measure_matmul_peak(size=peak_size, device=device)
 
         warm_up = [dataclasses.replace(s, n_epochs=1, n_checkpoints=2) for s in specs[: min(4, n_networks)]]
-        train_population(warm_up, task, device=device)  # warm up allocator and kernels
+        train_cohort(warm_up, task, device=device)  # warm up allocator and kernels
         timings: dict = {}
-        train_population(specs, task, device=device, timings=timings)
+        train_cohort(specs, task, device=device, timings=timings)
         n_steps = n_epochs * (len(task.train_y) // batch_size)
         train_s = timings["total"] - timings["record"]
         engine_rate = n_networks * n_steps / train_s
 
         n_ref = min(n_reference_networks, n_networks)
         train_x, train_y = torch.as_tensor(task.train_x), torch.as_tensor(task.train_y)
-        ref_time, ref_steps = 0.0, 0
-        for spec in specs[:n_ref]:
-            trainer = ReferenceTrainer(spec)
-            order = batch_order(spec.seed, len(task.train_y), batch_size, n_epochs)[:n_reference_steps]
+        if architecture == "mlp":
+            from virtual_lab.lab.reference import ReferenceTrainer
+
+            def trainer_of(spec):
+                return ReferenceTrainer(spec)
+        else:
+            from virtual_lab.lab.conv import conv_input_shape, task_images
+            from virtual_lab.lab.conv_reference import ConvReferenceTrainer
+
+            input_shape = conv_input_shape(task.image_shape)
+            train_x = torch.as_tensor(task_images(task.train_x, task.image_shape))
+
+            def trainer_of(spec):
+                return ConvReferenceTrainer(spec, input_shape)
+        ref_time, ref_steps, ref_flops = 0.0, 0, 0.0
+        for spec, flops in zip(specs[:n_ref], per_network):
+            trainer = trainer_of(spec)
+            order = batch_order(spec.seed, len(task.train_y), batch_size, n_epochs)[:n_reference_steps + 1]
             batches = [(train_x[i], train_y[i]) for i in order]
             trainer.step(*batches[0])  # warm up
             t0 = time.perf_counter()
@@ -165,13 +248,15 @@ def run_benchmark(*, n_networks: int = 64, hidden_sizes: Sequence[int] = (128, 1
                 trainer.step(x, y)
             ref_time += time.perf_counter() - t0
             ref_steps += len(batches) - 1
+            ref_flops += flops * (len(batches) - 1)
         reference_rate = ref_steps / ref_time
     finally:
         torch.set_num_threads(previous_threads)
 
     engine_flops = engine_rate * flops_per_step
     result = {
-        "config": {"architecture": "mlp", "layer_sizes": list(sizes), "n_networks": n_networks,
+        "config": {"architecture": architecture, "network": label, "layer_sizes": list(specs[0].layer_sizes),
+                   "channels": list(specs[0].channels), "n_networks": n_networks,
                    "batch_size": batch_size, "n_steps": n_steps, "n_checkpoints": n_checkpoints, "n_probe": n_probe,
                    "rules": list(rules), "n_threads": n_threads, "device": device,
                    "n_reference_networks": n_ref, "n_reference_steps": n_reference_steps,
@@ -181,8 +266,8 @@ def run_benchmark(*, n_networks: int = 64, hidden_sizes: Sequence[int] = (128, 1
                     "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "engine": {"network_steps_per_s": engine_rate, "train_s": train_s, "record_s": timings["record"],
                    "total_s": timings["total"], "record_fraction": timings["record"] / timings["total"],
-                   "model_flops_per_step": flops_per_step, "achieved_flops": engine_flops},
-        "reference": {"network_steps_per_s": reference_rate, "achieved_flops": reference_rate * flops_per_step},
+                   "flops_per_network_step": flops_per_step, "achieved_flops": engine_flops},
+        "reference": {"network_steps_per_s": reference_rate, "achieved_flops": ref_flops / ref_time},
         "speedup": engine_rate / reference_rate,
         "matmul_peak_flops": peak,
         "fraction_of_peak": engine_flops / peak,
@@ -194,7 +279,7 @@ def format_benchmark(result: dict) -> str:
     """A few human-readable lines summarizing :func:`run_benchmark`'s result."""
     c, e, r = result["config"], result["engine"], result["reference"]
     return "\n".join([
-        f"MLP {'-'.join(map(str, c['layer_sizes']))}, {c['n_networks']} networks, batch {c['batch_size']}, "
+        f"{c['network']}, {c['n_networks']} networks ({', '.join(c['rules'])}), batch {c['batch_size']}, "
         f"{c['n_threads']} thread(s), {c['device']}",
         f"  population engine : {e['network_steps_per_s']:8.0f} network-steps/s "
         f"({e['achieved_flops'] / 1e9:.1f} GFLOP/s)",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _run(args: argparse.Namespace) -> int:
-    from virtual_lab.bench import format_benchmark, run_benchmark, write_benchmark
+    from virtual_lab.bench import format_benchmark, measure_matmul_peak, run_benchmark, write_benchmark
 
     try:
         hidden = tuple(int(v) for v in args.hidden_sizes.split(","))
@@ -15,12 +15,29 @@ def _run(args: argparse.Namespace) -> int:
         hidden = ()
     if not hidden or min(hidden) < 1:
         raise ValueError(f"--hidden-sizes must be comma-separated positive integers, got {args.hidden_sizes!r}")
-    result = run_benchmark(n_networks=args.networks, hidden_sizes=hidden, batch_size=args.batch_size,
-                           n_epochs=args.epochs, n_threads=args.threads, device=args.device,
-                           n_reference_networks=args.reference_networks,
-                           n_reference_steps=args.reference_steps, peak_size=args.peak_size)
-    path = write_benchmark(result, args.output)
-    print(format_benchmark(result))
+    architectures = [a.strip() for a in args.architectures.split(",") if a.strip()]
+    unknown = [a for a in architectures if a not in ("mlp", "cnn")]
+    if not architectures or unknown:
+        raise ValueError(f"--architectures must list mlp and/or cnn, got {args.architectures!r}")
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        peak = measure_matmul_peak(size=args.peak_size, device=args.device)  # one peak for every architecture
+    finally:
+        torch.set_num_threads(threads)
+    results = {}
+    for architecture in architectures:
+        conv = architecture != "mlp"
+        results[architecture] = run_benchmark(
+            architecture=architecture, n_networks=args.cnn_networks if conv else args.networks,
+            hidden_sizes=hidden, batch_size=args.batch_size, n_epochs=args.cnn_epochs if conv else args.epochs,
+            n_threads=args.threads, device=args.device,
+            n_reference_networks=min(args.reference_networks, 4) if conv else args.reference_networks,
+            n_reference_steps=args.reference_steps, peak_size=args.peak_size, peak=peak)
+        print(format_benchmark(results[architecture]))
+    path = write_benchmark(results, args.output)
     print(f"written: {path}")
     return 0
 
@@ -32,9 +49,13 @@ def add_parser(subparsers) -> None:
                     "nn.Module + torch.optim reference on the same networks, the engine's FLOP/s against the "
                     "measured float32 matmul peak, and the cost of checkpoint recording; write JSON.",
         epilog="example:\n  virtual-lab bench --threads 2 --output bench.json\n"
-               "  python -m virtual_lab.bench --networks 16 --epochs 2",
+               "  python -m virtual_lab.bench --architectures mlp --networks 16 --epochs 2",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--networks", type=int, default=64, help="networks in the population (default 64)")
+    parser.add_argument("--architectures", default="mlp,cnn",
+                        help="what to measure: mlp, cnn or both (default mlp,cnn)")
+    parser.add_argument("--networks", type=int, default=64, help="MLP networks in the population (default 64)")
+    parser.add_argument("--cnn-networks", type=int, default=32, help="CNN networks in the population (default 32)")
+    parser.add_argument("--cnn-epochs", type=int, default=5, help="CNN epochs of digits (default 5: 120 steps)")
     parser.add_argument("--hidden-sizes", default="128,128", help="hidden layer sizes (default 128,128)")
     parser.add_argument("--batch-size", type=int, default=64, help="examples per step (default 64)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs of digits (default 20: 480 steps)")

@@ -83,11 +83,12 @@ class ReferenceMLP(nn.Module):
 
 
 def _optimizer(rule_optimizer: str, params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The rule's ``torch.optim`` optimizer, with the fused kernels (``fused=True``, the fastest on CPU too)."""
     if rule_optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     if rule_optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, fused=True)
 
 
 def _node_perturbation_grads(model: ReferenceMLP, x: torch.Tensor, y: torch.Tensor, sd: float,

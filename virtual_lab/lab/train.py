@@ -245,51 +245,65 @@ def sign_symmetry_scale(fan_in: int) -> float:
     return 0.5 / math.sqrt(fan_in)
 
 
+def _runs(labels: Sequence) -> list[tuple[slice, object]]:
+    """Maximal runs of equal consecutive labels, as ``(slice, label)``."""
+    runs, begin = [], 0
+    for i in range(1, len(labels) + 1):
+        if i == len(labels) or labels[i] != labels[begin]:
+            runs.append((slice(begin, i), labels[begin]))
+            begin = i
+    return runs
+
+
 class _Optimizer:
     """Per-network plain SGD, SGD with Nesterov momentum or Adam on stacked parameters ``[N, ...]``.
 
-    Matches ``torch.optim.SGD(momentum=0)``, ``torch.optim.SGD(momentum=0.9, nesterov=True)`` and
-    ``torch.optim.Adam`` element-wise, including their (coupled L2) ``weight_decay``.
+    Equals ``torch.optim.SGD(momentum=0)``, ``torch.optim.SGD(momentum=0.9, nesterov=True)`` and
+    ``torch.optim.Adam`` (with their coupled L2 ``weight_decay``) because it runs their fused kernels
+    (``torch._fused_sgd_``, ``torch._fused_adam_``, what ``fused=True`` selects). Each kernel call updates one
+    run of neighbouring networks that share optimizer, learning rate and weight decay, through views
+    (``p[a:b]``) of the stacked tensors; a population sorted by rule and learning rate therefore needs a few
+    calls per step, each on its own networks only. Networks whose ``active`` flag is 0 (diverged) are left out
+    of every update, so their parameters stay as they were.
     """
 
     def __init__(self, params: list[torch.Tensor], is_adam: torch.Tensor, learning_rate: torch.Tensor,
                  is_plain: torch.Tensor | None = None, weight_decay: torch.Tensor | None = None):
         self.params = params
-        self.is_adam = is_adam
-        self.is_plain = is_plain if is_plain is not None else torch.zeros_like(is_adam)
-        self.any_adam = bool(is_adam.any())
-        self.any_sgd = bool((~is_adam).any())
-        self.any_momentum = bool((~is_adam & ~self.is_plain).any())
-        self.any_plain = bool(self.is_plain.any())
-        self.weight_decay = weight_decay if weight_decay is not None and bool((weight_decay != 0).any()) else None
-        self.learning_rate = learning_rate
-        self.buf = [torch.zeros_like(p) for p in params] if self.any_momentum else []
-        self.m = [torch.zeros_like(p) for p in params] if self.any_adam else []
-        self.v = [torch.zeros_like(p) for p in params] if self.any_adam else []
+        is_plain = is_plain if is_plain is not None else torch.zeros_like(is_adam)
+        kinds = ["adam" if a else "sgd" if p else "sgdm" for a, p in zip(is_adam.tolist(), is_plain.tolist())]
+        decays = weight_decay.tolist() if weight_decay is not None else [0.0] * len(kinds)
+        self.labels = list(zip(kinds, learning_rate.tolist(), decays))
+        self.buf = [torch.zeros_like(p) for p in params] if "sgdm" in kinds else []
+        self.m = [torch.zeros_like(p) for p in params] if "adam" in kinds else []
+        self.v = [torch.zeros_like(p) for p in params] if "adam" in kinds else []
         self.t = 0
+        self._runs: dict[tuple, list] = {}
+
+    def _active_runs(self, active: torch.Tensor) -> list[tuple[slice, tuple]]:
+        key = tuple(bool(a) for a in active.tolist())
+        if key not in self._runs:
+            labels = [label if alive else None for label, alive in zip(self.labels, key)]
+            self._runs[key] = [(sl, label) for sl, label in _runs(labels) if label is not None]
+        return self._runs[key]
 
     def step(self, grads: list[torch.Tensor], active: torch.Tensor) -> None:
+        """Apply one update; ``grads`` are read, never modified; networks with ``active == 0`` are skipped."""
         self.t += 1
-        lr = self.learning_rate * active
+        step = torch.tensor(float(self.t), device=self.params[0].device)
         b1, b2 = ADAM_BETAS
-        bc1 = 1 - b1 ** self.t
-        bc2_sqrt = math.sqrt(1 - b2 ** self.t)
-        for i, (p, g) in enumerate(zip(self.params, grads)):
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            if self.weight_decay is not None:
-                g = g + self.weight_decay.view(shape) * p
-            update = g
-            if self.any_momentum:
-                buf = self.buf[i].mul_(SGD_MOMENTUM).add_(g)
-                update = g + SGD_MOMENTUM * buf
-                if self.any_plain:
-                    update = torch.where(self.is_plain.view(shape), g, update)
-            if self.any_adam:
-                m = self.m[i].mul_(b1).add_(g, alpha=1 - b1)
-                v = self.v[i].mul_(b2).addcmul_(g, g, value=1 - b2)
-                adam_update = (m / bc1) / (v.sqrt() / bc2_sqrt + ADAM_EPS)
-                update = torch.where(self.is_adam.view(shape), adam_update, update) if self.any_sgd else adam_update
-            p.sub_(lr.view(shape) * update)
+        for sl, (kind, lr, decay) in self._active_runs(active):
+            params = [p[sl] for p in self.params]
+            views = [g[sl] for g in grads]
+            if kind == "adam":
+                torch._fused_adam_(params, views, [m[sl] for m in self.m], [v[sl] for v in self.v], [],
+                                   [step] * len(params), lr=lr, beta1=b1, beta2=b2, weight_decay=decay,
+                                   eps=ADAM_EPS, amsgrad=False, maximize=False)
+            else:
+                momentum = SGD_MOMENTUM if kind == "sgdm" else 0.0
+                torch._fused_sgd_(params, views, [b[sl] for b in self.buf] if momentum else [],
+                                  weight_decay=decay, momentum=momentum, lr=lr, dampening=0.0,
+                                  nesterov=momentum > 0, maximize=False, is_first_step=False)
 
 
 class _Recorder:
@@ -329,8 +343,7 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[torch.Tensor],
-                   backward_matrix: Callable[[int], torch.Tensor],
-                   direct: Callable[[int, torch.Tensor], torch.Tensor] | None) -> tuple[list, list]:
+                   send_back: Callable[[int, torch.Tensor], torch.Tensor]) -> tuple[list, list]:
     """Send the output error backward and form every layer's weight and bias (pseudo-)gradient.
 
     Parameters
@@ -339,11 +352,10 @@ def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[to
         d loss / d logits, already divided by the batch size.
     inputs, pre : list of Tensor, shapes (N, B, in_l) and (N, B, out_l)
         Each layer's input and pre-activation.
-    backward_matrix : callable
-        ``l -> (N, out_l, in_l)``: the matrix that carries layer ``l``'s error to its input.
-    direct : callable or None
-        ``(l, chained) -> (N, B, out_l)``: replaces the chained error of hidden layer ``l`` for the
-        networks that receive the output error directly (direct feedback alignment).
+    send_back : callable
+        ``(l, delta) -> (N, B, in_l)``: layer ``l``'s error carried to its input by each network's rule
+        (``delta @ W`` for backprop, ``delta @ B`` for feedback alignment, the output error through a direct
+        projection for DFA, ...), before the input's nonlinearity.
 
     Returns
     -------
@@ -357,12 +369,27 @@ def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[to
         grad_w[l] = torch.bmm(delta.transpose(1, 2), inputs[l])
         grad_b[l] = delta.sum(1)
         if l > 0:
-            chained = torch.bmm(delta, backward_matrix(l))
-            if direct is not None:
-                chained = direct(l - 1, chained)
-            delta = chained * (pre[l - 1] > 0)
+            delta = send_back(l, delta).mul_(pre[l - 1] > 0)
     return grad_w, grad_b
 
+
+#: How a rule carries the error backward, as the engine groups networks: through ``W``, through a stored
+#: ``B`` (fixed, trained by IA, or Kolen-Pollack), through ``sign(W)``, directly from the output, or not at all.
+_BACKWARD_PATH = {"transpose": "W", "fixed_random": "B", "information_alignment": "B", "kolen_pollack": "B",
+                  "sign_symmetry": "sign", "direct": "direct", "none": "none"}
+
+
+def _population_order(rules: Sequence, learning_rates: Sequence[float], weight_decays: Sequence[float]) -> list[int]:
+    """Network order that makes equal optimizers, backward paths, feedback kinds, learning rates and weight
+    decays contiguous (a stable sort: ties keep the caller's order)."""
+    def key(i: int) -> tuple:
+        r = rules[i]
+        return (OPTIMIZER_ORDER.index(r.optimizer), _BACKWARD_PATH[r.feedback], r.feedback, r.update,
+                learning_rates[i], weight_decays[i])
+    return sorted(range(len(rules)), key=key)
+
+
+OPTIMIZER_ORDER = ("sgdm", "sgd", "adam")
 
 #: Elements of the largest intermediate tensor of the contrastive read-outs (chunking bound, ~64 MB of float32).
 _CHUNK_ELEMENTS = 2 ** 24
@@ -374,6 +401,16 @@ def _mask(rules: Sequence, predicate: Callable, device: torch.device) -> torch.T
 
 def _indices(mask: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(mask).flatten()
+
+
+def _span(flags: Sequence[bool]) -> slice | None:
+    """The networks flagged, as one slice (they must be contiguous), or None when there are none."""
+    where = [i for i, f in enumerate(flags) if f]
+    if not where:
+        return None
+    if where[-1] - where[0] + 1 != len(where):
+        raise AssertionError("networks of one feedback kind must be contiguous (see _population_order)")
+    return slice(where[0], where[-1] + 1)
 
 
 def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
@@ -442,6 +479,17 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     if contrastive:
         for rule in rules:
             check_contrastive_rule(rule.name)
+    order = _population_order(rules, [s.learning_rate for s in specs], [s.weight_decay for s in specs])
+    if order != list(range(len(specs))):
+        # train in an order where the networks of one optimizer and one backward path are contiguous, so
+        # every rule-specific step works on views of the stacked tensors; results come back in caller order
+        inner_state: dict | None = {} if final_state is not None else None
+        results = train_population([specs[i] for i in order], task, device=device, progress=progress,
+                                   final_state=inner_state, timings=timings)
+        inverse = np.argsort(order)
+        if final_state is not None:
+            final_state.update({key: [a[inverse] for a in arrays] for key, arrays in inner_state.items()})
+        return [results[i] for i in inverse]
     dev = torch.device(device)
     n_nets = len(specs)
     sizes = first.layer_sizes
@@ -465,39 +513,44 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     weight_decay = column([s.weight_decay for s in specs])
     optimizer = _Optimizer(weights + biases, is_adam, learning_rate, is_plain, weight_decay)
 
-    # what carries the error backward, per network
-    uses_w = _mask(rules, lambda r: r.feedback == "transpose", dev).view(-1, 1, 1)
-    all_transpose = bool(uses_w.all())
-    is_sign = _mask(rules, lambda r: r.feedback == "sign_symmetry", dev).view(-1, 1, 1)
-    any_sign = bool(is_sign.any())
-    is_direct = _mask(rules, lambda r: r.feedback == "direct", dev).view(-1, 1, 1)
+    # what carries the error backward: contiguous runs of networks sharing a backward path
+    paths = _runs([_BACKWARD_PATH[r.feedback] for r in rules])
     direct_feedback: list[torch.Tensor] = []
-    if bool(is_direct.any()):
+    if any(r.feedback == "direct" for r in rules):
         drawn = [init_direct_feedback(sizes, s.seed) for s in specs]
         direct_feedback = [torch.stack([d[l] for d in drawn]).to(dev) for l in range(n_layers - 1)]
 
-    def backward_matrix(l: int) -> torch.Tensor:
-        if all_transpose:
-            return weights[l]
-        back = torch.where(uses_w, weights[l], feedback[l])
-        if any_sign:
-            back = torch.where(is_sign, torch.sign(weights[l]) * sign_symmetry_scale(sizes[l]), back)
-        return back
+    def send_back(l: int, delta: torch.Tensor) -> torch.Tensor:
+        """Layer ``l``'s error carried to its input, each run of networks by its own rule."""
+        if len(paths) == 1 and paths[0][1] == "W":
+            return torch.bmm(delta, weights[l])
+        out = torch.empty(delta.shape[0], delta.shape[1], sizes[l], device=dev)
+        for sl, path in paths:
+            if path == "W":
+                torch.bmm(delta[sl], weights[l][sl], out=out[sl])
+            elif path == "B":
+                torch.bmm(delta[sl], feedback[l][sl], out=out[sl])
+            elif path == "sign":
+                torch.bmm(delta[sl], torch.sign(weights[l][sl]).mul_(sign_symmetry_scale(sizes[l])), out=out[sl])
+            elif path == "direct":  # the output error, straight to hidden layer l - 1
+                torch.bmm(error[sl], direct_feedback[l - 1][sl], out=out[sl])
+            else:  # local and reward-based networks: their hidden updates do not use an error
+                out[sl].zero_()
+        return out
 
-    # feedback matrices with their own update: information alignment (local loss), Kolen-Pollack (W's update)
-    def subset_optimizer(index: torch.Tensor) -> _Optimizer:
-        return _Optimizer([f.index_select(0, index) for f in feedback], is_adam.index_select(0, index),
-                          learning_rate.index_select(0, index), is_plain.index_select(0, index),
-                          weight_decay.index_select(0, index))
+    # feedback matrices with their own update: information alignment (local loss), Kolen-Pollack (W's update);
+    # their optimizers update views of ``feedback`` in place
+    def subset_optimizer(sl: slice) -> _Optimizer:
+        return _Optimizer([f[sl] for f in feedback], is_adam[sl], learning_rate[sl], is_plain[sl],
+                          weight_decay[sl])
 
-    ia_index = _indices(_mask(rules, lambda r: r.feedback == "information_alignment", dev))
-    ia_optimizer = subset_optimizer(ia_index) if len(ia_index) else None
+    ia_span = _span([r.feedback == "information_alignment" for r in rules])
+    ia_optimizer = subset_optimizer(ia_span) if ia_span is not None else None
     if ia_optimizer is not None:
-        ia_specs = [specs[i] for i in ia_index.tolist()]
-        ia_coef = [column([getattr(s, name) for s in ia_specs]).view(-1, 1, 1)
+        ia_coef = [column([getattr(s, name) for s in specs[ia_span]]).view(-1, 1, 1)
                    for name in ("ia_alpha", "ia_beta", "ia_gamma")]
-    kp_index = _indices(_mask(rules, lambda r: r.feedback == "kolen_pollack", dev))
-    kp_optimizer = subset_optimizer(kp_index) if len(kp_index) else None
+    kp_span = _span([r.feedback == "kolen_pollack" for r in rules])
+    kp_optimizer = subset_optimizer(kp_span) if kp_span is not None else None
 
     # networks whose update is not a backward-propagated error
     any_backward = any(r.update == "backward" for r in rules)
@@ -561,9 +614,6 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], temperature[part]))
         return torch.cat(losses)
 
-    def direct(l: int, chained: torch.Tensor) -> torch.Tensor:
-        return torch.where(is_direct, torch.bmm(error, direct_feedback[l]), chained)
-
     next_checkpoint = 0
     eye = None if contrastive else torch.eye(sizes[-1], device=dev)
     with torch.no_grad():
@@ -601,8 +651,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 error = (torch.softmax(logits, dim=2) - eye[y]) / batch
             inputs = [x] + outs[:-1]
             if any_backward:
-                grad_w, grad_b = _backward_pass(error, inputs, pre, backward_matrix,
-                                                direct if direct_feedback else None)
+                grad_w, grad_b = _backward_pass(error, inputs, pre, send_back)
             else:  # only local and reward-based networks: no error is sent backward
                 grad_w = [torch.zeros_like(w) for w in weights]
                 grad_b = [torch.zeros_like(b) for b in biases]
@@ -638,19 +687,15 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 grad_feedback = []
                 alpha, beta, gamma = ia_coef
                 for l in range(n_layers):
-                    xl = inputs[l].index_select(0, ia_index)
+                    xl = inputs[l][ia_span]
                     bl = ia_optimizer.params[l]
-                    yl = torch.bmm(xl, weights[l].index_select(0, ia_index).transpose(1, 2))
+                    yl = torch.bmm(xl, weights[l][ia_span].transpose(1, 2))
                     amp = -torch.bmm(yl.transpose(1, 2), xl) / batch
                     null = 2 * torch.bmm(yl.transpose(1, 2), torch.bmm(yl, bl)) / batch
                     grad_feedback.append(alpha * amp + beta * null + gamma * 2 * bl)
-                ia_optimizer.step(grad_feedback, active.index_select(0, ia_index))
-                for l in range(n_layers):
-                    feedback[l].index_copy_(0, ia_index, ia_optimizer.params[l])
+                ia_optimizer.step(grad_feedback, active[ia_span])
             if kp_optimizer is not None:
-                kp_optimizer.step([g.index_select(0, kp_index) for g in grad_w], active.index_select(0, kp_index))
-                for l in range(n_layers):
-                    feedback[l].index_copy_(0, kp_index, kp_optimizer.params[l])
+                kp_optimizer.step([g[kp_span] for g in grad_w], active[kp_span])
             optimizer.step(grad_w + grad_b, active)
             if progress is not None:
                 progress(n_nets)
