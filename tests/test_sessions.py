@@ -118,6 +118,16 @@ def test_round_trip_vector_stimuli_and_unsafe_layer_names(tmp_path):
     assert sessions.is_complete_session(path)
 
 
+def test_round_trip_colour_stimuli_passes_the_inspector(tmp_path):
+    gt = mock_ground_truth(layer_sizes=(48, 6, 3), n_checkpoints=3, n_stimuli=20, image_shape=(4, 4, 3))
+    assert gt.probe_stimuli.shape == (20, 4, 4, 3)  # CIFAR-like, channels-last
+    path = sessions.write_session(gt, tmp_path / "s.nwb")
+    for engine in ("pynwb", "h5py"):
+        assert_same_ground_truth(gt, sessions.read_session(path, engine=engine))
+    assert not [m for m in sessions.inspect_sessions(path, config="dandi")
+                if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION")]
+
+
 def test_layout_and_general_metadata(session_file, ground_truth):
     n_t, n_s = ground_truth.n_checkpoints, ground_truth.n_stimuli
     with pynwb.NWBHDF5IO(str(session_file), "r") as io:

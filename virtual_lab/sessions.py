@@ -12,7 +12,7 @@ Layout (``<col>`` is the layer name made safe for HDF5, see :func:`layer_column_
     intervals/epochs                  one row per checkpoint: tags ["checkpoint_07"], checkpoint_index,
                                       training_step
     intervals/trials                  one row per probe presentation: checkpoint_index, stimulus_index, label
-    stimulus/templates/probe_stimuli  ImageSeries (S, H, W) float32 of the probe set
+    stimulus/templates/probe_stimuli  ImageSeries (S, H, W) float32 of the probe set ((S, H, W, 3) for colour)
     processing/network/layers         DynamicTable: layer, column_name, depth_position, n_units (forward order)
     processing/network/units          DynamicTable: layer, depth_position, unit_index
     processing/network/weights        DynamicTable, one row per checkpoint, one column per layer (T, out, in)
@@ -222,9 +222,9 @@ def _check_ground_truth(gt: GroundTruth) -> None:
     n_t, n_s = gt.n_checkpoints, gt.n_stimuli
     if n_t < 1 or n_s < 1:
         raise ValueError(f"A session needs at least one checkpoint and one stimulus; got T={n_t}, S={n_s}.")
-    if gt.probe_stimuli.ndim not in (2, 3) or gt.probe_stimuli.shape[0] != n_s:
-        raise ValueError(f"probe_stimuli has shape {gt.probe_stimuli.shape}; expected (S, H, W) or (S, D) "
-                         f"with S={n_s}.")
+    if gt.probe_stimuli.ndim not in (2, 3, 4) or gt.probe_stimuli.shape[0] != n_s:
+        raise ValueError(f"probe_stimuli has shape {gt.probe_stimuli.shape}; expected (S, H, W), (S, H, W, C) "
+                         f"(channels-last colour) or (S, D) with S={n_s}.")
     for name, arr in (("train_loss", gt.train_loss), ("test_accuracy", gt.test_accuracy)):
         if np.shape(arr) != (n_t,):
             raise ValueError(f"{name} has shape {np.shape(arr)}; expected ({n_t},).")
@@ -359,7 +359,8 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
         starting_time=0.0,
         dimension=dimension,
         description=(f"In silico probe set: the {n_s} stimuli shown, in this order, at every checkpoint "
-                     f"(original shape {tuple(gt.probe_stimuli.shape)}). {clock}"),
+                     f"(original shape {tuple(gt.probe_stimuli.shape)}"
+                     f"{'; channels-last RGB' if gt.probe_stimuli.ndim == 4 else ''}). {clock}"),
     ))
 
     # --- processing/network

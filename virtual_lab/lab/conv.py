@@ -12,7 +12,16 @@ for sign symmetry -- and weight gradients come from :func:`torch.nn.grad.conv2d_
 ``groups=N``. An identity shortcut passes the error unchanged for every rule; a projection shortcut is a
 weight layer like the others (its error goes back through its own backward kernel), and the error of a
 block's sum reaches both branches unchanged. Direct feedback alignment, Hebbian learning and node
-perturbation have no convolutional definition here.
+perturbation have no convolutional definition here (:data:`virtual_lab.lab.rules.CONV_RULES`).
+
+Two paradigms, as in :func:`virtual_lab.lab.train.train_population`: supervised (cross-entropy on the labels;
+``fc`` gives the logits) and self-supervised contrastive (SimCLR-style; see :mod:`virtual_lab.lab.contrastive`):
+every step each network sees two augmented views of every image of its batch, drawn from its own generator
+(:func:`virtual_lab.lab.contrastive.make_views`, stream ``derive_seed(seed, "augment")``), in one forward pass
+of ``2B`` images; ``fc`` is then the projection head (``layer_sizes[-1]`` its width) and its error is
+``dNT-Xent/dz`` (:func:`virtual_lab.lab.contrastive.nt_xent`, the run's temperature), which every rule carries
+back along its usual path. The representation read out is the one feeding ``fc``: the flattened output of the
+last conv layer (``"cnn"``) or the globally pooled output of the last block (``"resnet"``).
 
 Architectures (neither uses batch normalization)
     ``"cnn"`` (KNet-like; ``channels = (c1, c2, ..., cL)``, default ``(16, 32, 32)``)
@@ -62,8 +71,10 @@ import torch
 import torch.nn.functional as F
 
 from virtual_lab import __version__
+from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, check_contrastive_rule, class_sums,
+                                         evaluation_views, make_views, nt_xent, nt_xent_loss)
 from virtual_lab.lab.record import GroundTruth, depth_positions
-from virtual_lab.lab.rules import get_rule
+from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import (RunSpec, _example_losses, _Optimizer, batch_order, checkpoint_schedule,
                                    sign_symmetry_scale)
@@ -75,10 +86,6 @@ CONV_ARCHITECTURES = ("cnn", "resnet")
 
 #: Channels used when a spec leaves ``channels`` empty.
 DEFAULT_CHANNELS = {"cnn": (16, 32, 32), "resnet": (16, 32)}
-
-#: Rules with a convolutional version (the error is sent back through a transposed convolution).
-CONV_RULES = ("sgd", "sgdm", "adam", "feedback_alignment", "information_alignment", "kolen_pollack",
-              "sign_symmetry")
 
 KERNEL_SIZE = 3
 
@@ -307,7 +314,9 @@ def _conv_weight_grad(x: torch.Tensor, delta: torch.Tensor, layer: ConvLayer, n:
     """``dL/dW`` of every network, ``[N, C_out, C_in, k, k]``, from the layer input and its error."""
     shape = (n * layer.n_out, layer.n_in, layer.kernel_size, layer.kernel_size)
     grad = torch.nn.grad.conv2d_weight(x, shape, delta, layer.stride, layer.padding, groups=n)
-    return grad.view(n, *layer.weight_shape)
+    # contiguous: the fused optimizer kernels read a gradient in its parameter's layout, ignoring its strides
+    # (channels-last activations give a channels-last gradient)
+    return grad.contiguous().view(n, *layer.weight_shape)
 
 
 def _to_features(a: torch.Tensor, n: int) -> torch.Tensor:
@@ -469,6 +478,25 @@ def _shared_images(images: torch.Tensor, n: int) -> torch.Tensor:
     return images.repeat(1, n, 1, 1)
 
 
+def _population_views(x: torch.Tensor, image_shape: Sequence[int],
+                      generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """Two augmented views of every network's flat batch, laid out as ``[2B, N*C, H, W]``.
+
+    ``x`` is ``(N, B, D)`` in the task's flat layout; network ``n``'s views come from
+    :func:`virtual_lab.lab.contrastive.make_views` with ``generators[n]`` only (rows ``[0, B)`` view 1,
+    ``[B, 2B)`` view 2), then take the image layout of :func:`task_images`.
+    """
+    views = make_views(x, tuple(image_shape), generators)  # (N, 2B, D)
+    c, h, w = conv_input_shape(image_shape)
+    n, m = views.shape[:2]
+    images = views.reshape(n, m, *tuple(image_shape))
+    if len(image_shape) == 3:  # channels-last -> channels-first
+        images = images.permute(1, 0, 4, 2, 3)
+    else:
+        images = images.transpose(0, 1)
+    return images.reshape(m, n * c, h, w).contiguous()  # a permuted colour batch would be channels-last
+
+
 def _mask(rules: Sequence, predicate: Callable, device: torch.device) -> torch.Tensor:
     return torch.tensor([bool(predicate(r)) for r in rules], device=device)
 
@@ -482,8 +510,8 @@ def _check_specs(specs: Sequence[RunSpec], task: Task) -> None:
     if first.architecture not in CONV_ARCHITECTURES:
         raise ValueError(f"train_conv_population trains the architectures {', '.join(CONV_ARCHITECTURES)}; got "
                          f"{first.architecture!r} (MLPs train with virtual_lab.lab.train.train_population)")
-    if first.paradigm != "supervised":
-        raise ValueError(f"train_conv_population trains the 'supervised' paradigm only; got {first.paradigm!r}")
+    if first.paradigm not in PARADIGMS:
+        raise ValueError(f"paradigm must be one of {', '.join(PARADIGMS)}; got {first.paradigm!r}")
     if len(first.layer_sizes) != 2:
         raise ValueError(f"for a {first.architecture!r} network layer_sizes is (n_inputs, n_outputs); got "
                          f"{first.layer_sizes} (the conv widths go in RunSpec.channels)")
@@ -492,7 +520,13 @@ def _check_specs(specs: Sequence[RunSpec], task: Task) -> None:
         if name not in CONV_RULES:
             raise ValueError(f"learning rule {name!r} has no convolutional version; rules for the "
                              f"{first.architecture!r} architecture: {', '.join(CONV_RULES)}")
-    if task.name != first.task or task.n_features != first.layer_sizes[0] or task.n_classes != first.layer_sizes[-1]:
+        if first.paradigm == "contrastive":
+            check_contrastive_rule(name)
+    if first.paradigm == "contrastive":  # fc is the projection head: any width
+        if task.name != first.task or task.n_features != first.layer_sizes[0]:
+            raise ValueError(f"task {task.name!r} ({task.n_features} inputs) does not match the contrastive runs "
+                             f"(task {first.task!r}, layer sizes {first.layer_sizes}: inputs, projection width)")
+    elif task.name != first.task or task.n_features != first.layer_sizes[0] or task.n_classes != first.layer_sizes[-1]:
         raise ValueError(f"task {task.name!r} ({task.n_features} inputs, {task.n_classes} classes) does not match "
                          f"the runs (task {first.task!r}, layer sizes {first.layer_sizes})")
 
@@ -529,6 +563,8 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     specs : sequence of RunSpec
         The runs; they must share :attr:`RunSpec.cohort_key`, use a rule of :data:`CONV_RULES`, and have
         ``layer_sizes = (n_inputs, n_outputs)``; ``channels`` gives the conv widths (empty: the defaults).
+        ``n_outputs`` is the number of classes for ``paradigm="supervised"`` and the projection width for
+        ``paradigm="contrastive"`` (temperatures may differ between the networks).
     task : Task
         The task every run trains on; its inputs are images of ``task.image_shape`` (``(H, W)`` greyscale or
         ``(H, W, C)`` channels-last).
@@ -547,13 +583,18 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     -------
     list of GroundTruth
         One per spec, in order. ``activations[layer]`` has shape (T, S, C*H*W) (fc: (T, S, out)),
-        ``weights[layer]`` (T, C_out, C_in*k*k) (fc: (T, out, in)), ``activity_change[layer]`` (T, S).
+        ``weights[layer]`` (T, C_out, C_in*k*k) (fc: (T, out, in)), ``activity_change[layer]`` (T, S), all on
+        the unaugmented probes. Supervised runs record the cross-entropy on the training set (``train_loss``)
+        and the probe accuracy of the logits (``test_accuracy``); contrastive runs the NT-Xent on the fixed
+        evaluation pairs, identical for every network of the task
+        (:func:`virtual_lab.lab.contrastive.evaluation_views`), and the nearest-class-centroid (cosine)
+        accuracy of the representation feeding ``fc``, centroids from the unaugmented training set.
 
     Raises
     ------
     ValueError
-        If the specs do not form one cohort, name a rule without a convolutional version, or do not match
-        the task.
+        If the specs do not form one cohort, name a rule without a convolutional version (or, for the
+        contrastive paradigm, without a contrastive one), or do not match the task.
     """
     t_start = time.perf_counter()
     t_record = 0.0
@@ -570,6 +611,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     dev = torch.device(device)
     n_nets = len(specs)
     n_train = len(task.train_y)
+    contrastive = first.paradigm == "contrastive"
 
     init = [init_conv_parameters(layers, s.seed) for s in specs]
     weights = [torch.stack([p[0][l] for p in init]).to(dev) for l in range(n_layers)]
@@ -621,6 +663,13 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape), device=dev)
     probe_y = torch.as_tensor(task.probe_y, device=dev)
     n_probe = len(probe_y)
+    if contrastive:
+        train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np.float32), device=dev)
+        augment_generators = [augment_generator(s.seed) for s in specs]
+        temperature = column([s.temperature for s in specs])
+        eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed)  # (2M, D): view 1, then view 2
+        eval_images = torch.as_tensor(task_images(eval_flat.numpy(), task.image_shape), device=dev)
+        n_eval = eval_images.shape[0] // 2
     active = torch.ones(n_nets, dtype=torch.float32, device=dev)
     diverged_step = np.full(n_nets, -1, dtype=np.int64)
 
@@ -633,6 +682,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
 
     def record(k: int) -> None:
         alive = active.bool().cpu().numpy()
+        centroids = train_centroids() if contrastive else None
         correct = torch.zeros(n_nets, device=dev)
         for part in _chunks(n_probe, n_nets, layers):
             tape = _forward(architecture, layers, _shared_images(probe_images[part], n_nets), weights, biases)
@@ -641,16 +691,49 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
                 out = tape.outs[l] if layer.kind == "fc" else _to_features(tape.outs[l], n_nets)
                 rec_acts[l][alive, k, part] = out.cpu().numpy()[alive]
                 rec_change[l][alive, k, part] = changes[l].cpu().numpy()[alive]
-            correct += (tape.outs[-1].argmax(2) == probe_y[part]).float().sum(1)
+            if contrastive:  # the representation feeding the projection head
+                predicted = centroid_predict(centroids, tape.inputs[-1])
+            else:
+                predicted = tape.outs[-1].argmax(2)
+            correct += (predicted == probe_y[part]).float().sum(1)
         for l in range(n_layers):
             rec_weights[l][alive, k] = weights[l].reshape(n_nets, layers[l].n_out, -1).cpu().numpy()[alive]
-        total_loss = torch.zeros(n_nets, dtype=torch.float64, device=dev)
-        for part in _chunks(n_train, n_nets, layers):
-            logits = _forward(architecture, layers, _shared_images(train_images[part], n_nets), weights,
-                              biases).outs[-1]
-            total_loss += _example_losses(logits, train_y[part].expand(n_nets, -1)).sum(1).double()
-        rec_loss[alive, k] = (total_loss / n_train).float().cpu().numpy()[alive]
+        if contrastive:
+            rec_loss[alive, k] = evaluation_loss().cpu().numpy()[alive]
+        else:
+            total_loss = torch.zeros(n_nets, dtype=torch.float64, device=dev)
+            for part in _chunks(n_train, n_nets, layers):
+                logits = _forward(architecture, layers, _shared_images(train_images[part], n_nets), weights,
+                                  biases).outs[-1]
+                total_loss += _example_losses(logits, train_y[part].expand(n_nets, -1)).sum(1).double()
+            rec_loss[alive, k] = (total_loss / n_train).float().cpu().numpy()[alive]
         rec_accuracy[alive, k] = (correct / n_probe).cpu().numpy()[alive]
+
+    def train_centroids() -> torch.Tensor:
+        """Class sums of the normalized representations (fc's input) of the unaugmented training set."""
+        sums = torch.zeros(n_nets, task.n_classes, layers[-1].n_in, device=dev)
+        for part in _chunks(n_train, n_nets, layers):
+            features = _forward(architecture, layers, _shared_images(train_images[part], n_nets), weights,
+                                biases).inputs[-1]
+            sums += class_sums(features, train_y[part], task.n_classes)
+        return sums
+
+    def evaluation_loss() -> torch.Tensor:
+        """NT-Xent of every network on the fixed evaluation pairs.
+
+        Networks go in chunks (each needs its (2M)^2 similarities), each chunk's images in chunks as usual.
+        """
+        n_images = 2 * n_eval
+        per_chunk = max(1, _CHUNK_FLOATS // max(n_images * n_images, n_images * layers[-1].n_out))
+        losses = []
+        for start in range(0, n_nets, per_chunk):
+            nets = slice(start, min(start + per_chunk, n_nets))
+            size = nets.stop - nets.start
+            w, b = [p[nets] for p in weights], [p[nets] for p in biases]
+            z = torch.cat([_forward(architecture, layers, _shared_images(eval_images[part], size), w, b).outs[-1]
+                           for part in _chunks(n_images, size, layers)], 1)
+            losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], temperature[nets]))
+        return torch.cat(losses)
 
     def ia_gradients(tape: _Tape, batch: int) -> list[torch.Tensor]:
         """Gradient of information alignment's local loss with respect to every B (W held fixed)."""
@@ -677,7 +760,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
         return grads
 
     next_checkpoint = 0
-    eye = torch.eye(first.layer_sizes[-1], device=dev)
+    eye = None if contrastive else torch.eye(first.layer_sizes[-1], device=dev)
     with torch.no_grad():
         for step in range(n_steps + 1):
             if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
@@ -688,11 +771,18 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
             if step == n_steps:
                 break
             idx = orders[:, step]
-            x = _population_images(train_images, idx)
-            y = train_y[idx]
-            tape = _forward(architecture, layers, x, weights, biases)
-            logits = tape.outs[-1]
-            loss = _example_losses(logits, y).mean(1)
+            if contrastive:  # both views in one pass: images [0, B) view 1, [B, 2B) view 2
+                x = _population_views(train_flat[idx], task.image_shape, augment_generators)
+                tape = _forward(architecture, layers, x, weights, biases)
+                half = x.shape[0] // 2
+                loss, grad_view1, grad_view2 = nt_xent(tape.outs[-1][:, :half], tape.outs[-1][:, half:],
+                                                       temperature)
+            else:
+                x = _population_images(train_images, idx)
+                y = train_y[idx]
+                tape = _forward(architecture, layers, x, weights, biases)
+                logits = tape.outs[-1]
+                loss = _example_losses(logits, y).mean(1)
             bad = ~torch.isfinite(loss) & active.bool()
             if bool(bad.any()):
                 for i in torch.nonzero(bad).flatten().tolist():
@@ -700,7 +790,10 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
                     logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
                 active = active * (~bad).float()
             batch = x.shape[0]
-            error = (torch.softmax(logits, dim=2) - eye[y]) / batch
+            if contrastive:  # dNT-Xent/dz, already averaged over the 2B anchors
+                error = torch.cat([grad_view1, grad_view2], 1)
+            else:
+                error = (torch.softmax(logits, dim=2) - eye[y]) / batch
             grad_w, grad_b = _backward(architecture, layers, error, tape, backward_kernel)
             if ia_optimizer is not None:
                 ia_optimizer.step(ia_gradients(tape, batch), active.index_select(0, ia_index))
@@ -721,6 +814,9 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
         final_state["direct_feedback"] = []
     names = tuple(layer.name for layer in layers)
     shapes = _metadata_shapes(layers)
+    if contrastive:  # the recorded layer whose output (flattened, or globally pooled) feeds the projection head
+        representation = (layers[-2].name, "flatten") if architecture == "cnn" else (
+            [n for n in names if n.endswith("_conv2")][-1], "global_average")
     results = []
     for i, spec in enumerate(specs):
         rule = rules[i]
@@ -756,6 +852,11 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
             "virtual_lab_version": __version__,
             "torch_version": torch.__version__,
         }
+        if contrastive:
+            metadata.update(temperature=float(spec.temperature), augment_seed=int(derive_seed(spec.seed, "augment")),
+                            projection_width=int(layers[-1].n_out), representation_layer=representation[0],
+                            representation_pooling=representation[1], n_eval_pairs=int(n_eval),
+                            eval_seed=int(derive_seed(task.seed, "contrastive_eval")))
         if rule.feedback == "information_alignment":
             metadata.update(ia_alpha=float(spec.ia_alpha), ia_beta=float(spec.ia_beta), ia_gamma=float(spec.ia_gamma))
         results.append(GroundTruth(

@@ -6,9 +6,12 @@ pass sends the error to the layer input through a different kernel -- ``B`` (fee
 information alignment, Kolen-Pollack) or ``sign(W) * sign_symmetry_scale(fan_in)`` (sign symmetry) -- by
 differentiating the same convolution with that kernel in place of ``W``; the weight gradient is autograd's.
 Information alignment's ``B`` is trained by autograd on its local loss with its own ``torch.optim``
-optimizer; Kolen-Pollack's ``B`` receives ``W``'s gradient. It exists to check
+optimizer; Kolen-Pollack's ``B`` receives ``W``'s gradient. The contrastive paradigm augments each batch of
+images with :func:`virtual_lab.lab.contrastive.augment` on the network's own generator and differentiates an
+autograd NT-Xent (:func:`virtual_lab.lab.reference.nt_xent_autograd`). It exists to check
 :mod:`virtual_lab.lab.conv` (tests) and is written independently of it except for sharing the layer plan,
-the initialization, the data order, the checkpoint schedule and the random streams.
+the initialization, the data order, the checkpoint schedule and the random streams (and, for contrastive
+runs, the view augmentation and the evaluation pairs).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from virtual_lab.lab.contrastive import augment, augment_generator, check_contrastive_rule, evaluation_views
 from virtual_lab.lab.conv import conv_input_shape, conv_layers, init_conv_parameters, task_images
 from virtual_lab.lab.record import GroundTruth, depth_positions
-from virtual_lab.lab.reference import _optimizer
+from virtual_lab.lab.reference import _optimizer, nt_xent_autograd
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import RunSpec, batch_order, checkpoint_schedule, sign_symmetry_scale
@@ -189,6 +193,8 @@ class ConvReferenceTrainer:
     Parameters
     ----------
     spec : RunSpec
+        ``paradigm="contrastive"`` trains on two augmented views of every image (NT-Xent on ``fc``, the
+        projection head); ``"supervised"`` on the labels.
     input_shape : tuple of int
         ``(C, H, W)`` of one input image.
     """
@@ -196,6 +202,11 @@ class ConvReferenceTrainer:
     def __init__(self, spec: RunSpec, input_shape: tuple[int, int, int]):
         self.spec = spec
         self.rule = rule = get_rule(spec.rule)
+        self.contrastive = spec.paradigm == "contrastive"
+        self.augment_generator = None
+        if self.contrastive:
+            check_contrastive_rule(rule.name)
+            self.augment_generator = augment_generator(spec.seed)
         self.model = ReferenceConvNet(spec, input_shape)
         self.optimizer = _optimizer(rule.optimizer, list(self.model.layers.parameters()), spec.learning_rate,
                                     spec.weight_decay)
@@ -204,10 +215,18 @@ class ConvReferenceTrainer:
             self.feedback_optimizer = _optimizer(rule.optimizer, list(self.model.feedback.values()),
                                                  spec.learning_rate, spec.weight_decay)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """One training step on a batch of images ``x`` (B, C, H, W) with labels ``y`` (B,)."""
+    def step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        """One training step on a batch of images ``x`` (B, C, H, W) with labels ``y`` (B,).
+
+        ``y`` is unused by the contrastive paradigm, whose network sees both views of ``x``: (2B, C, H, W),
+        view 1 first.
+        """
         self.optimizer.zero_grad()
-        loss = F.cross_entropy(self.model(x), y)
+        if self.contrastive:
+            views = augment(x.unsqueeze(0), [self.augment_generator])[0]  # (2, B, C, H, W)
+            loss = nt_xent_autograd(self.model(views.reshape(-1, *x.shape[1:])), self.spec.temperature)
+        else:
+            loss = F.cross_entropy(self.model(x), y)
         loss.backward()
         if self.feedback_optimizer is not None:
             self.feedback_optimizer.zero_grad()
@@ -224,7 +243,8 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
     """Train one convolutional network the plain way and record the same checkpoints as the engine.
 
     The layer-wise activity change is computed with autograd (the engine uses the closed form), which makes
-    the comparison a check of that formula too.
+    the comparison a check of that formula too. Contrastive runs record the NT-Xent on the evaluation pairs
+    and the nearest-class-centroid accuracy of ``fc``'s input, computed here class by class.
 
     Parameters
     ----------
@@ -247,6 +267,10 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
     train_y = torch.as_tensor(task.train_y)
     probe_x = torch.as_tensor(task_images(task.probe_x, task.image_shape))
     probe_y = torch.as_tensor(task.probe_y)
+    eval_x = None
+    if trainer.contrastive:
+        eval_x = torch.as_tensor(task_images(evaluation_views(task.train_x, task.image_shape, task.seed).numpy(),
+                                             task.image_shape))
     names = tuple(layer.name for layer in model.plan)
     acts = {n: [] for n in names}
     weights = {n: [] for n in names}
@@ -256,6 +280,7 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
     def record() -> None:
         with torch.no_grad():
             logits = model(probe_x)
+        probe_features = model.tape["fc"][0].detach()
         for name in names:
             x_in, y_out, shortcut = model.tape[name]
             function = model.layer_function(name, shortcut)
@@ -268,6 +293,15 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
             acts[name].append(y_out.detach().flatten(1).numpy())
             w = model.layers[name].weight.detach()
             weights[name].append(w.reshape(w.shape[0], -1).numpy().copy())
+        if trainer.contrastive:
+            with torch.no_grad():
+                model(train_x)
+                train_rep = F.normalize(model.tape["fc"][0], dim=1)
+                centroids = torch.stack([train_rep[train_y == c].mean(0) for c in range(task.n_classes)])
+                cosine = F.normalize(probe_features, dim=1) @ F.normalize(centroids, dim=1).t()
+                acc_curve.append(float((cosine.argmax(1) == probe_y).float().mean()))
+                loss_curve.append(float(nt_xent_autograd(model(eval_x), spec.temperature)))
+            return
         acc_curve.append(float((logits.argmax(1) == probe_y).float().mean()))
         with torch.no_grad():
             loss_curve.append(float(F.cross_entropy(model(train_x), train_y)))
@@ -297,5 +331,5 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
         probe_stimuli=task.probe_images.astype(np.float32),
         probe_labels=task.probe_y.copy(),
         metadata={"run_id": spec.run_id, "rule": get_rule(spec.rule).name, "seed": spec.seed,
-                  "architecture": spec.architecture},
+                  "architecture": spec.architecture, "paradigm": spec.paradigm},
     )

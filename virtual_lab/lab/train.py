@@ -294,7 +294,7 @@ class _Optimizer:
         b1, b2 = ADAM_BETAS
         for sl, (kind, lr, decay) in self._active_runs(active):
             params = [p[sl] for p in self.params]
-            views = [g[sl] for g in grads]
+            views = [g[sl].contiguous() for g in grads]  # the fused kernels read a gradient in its parameter's layout
             if kind == "adam":
                 torch._fused_adam_(params, views, [m[sl] for m in self.m], [v[sl] for v in self.v], [],
                                    [step] * len(params), lr=lr, beta1=b1, beta2=b2, weight_decay=decay,
