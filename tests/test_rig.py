@@ -105,3 +105,24 @@ def test_activity_change_over_kept_units_matches_the_definition():
     act, w = gt.activations["fc1"][:, :, ids], gt.weights["fc1"][:, ids, :]
     expected = ((act > 0) * w.sum(2)[:, None, :]).mean(2)
     np.testing.assert_allclose(rec.activity_change("fc1"), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("architecture, channels", [("cnn", (2, 3, 3)), ("resnet", (2, 3))])
+def test_subsampled_activity_change_of_conv_layers_uses_the_convolution(architecture, channels):
+    from virtual_lab.lab.conv import train_conv_population
+    from virtual_lab.lab.tasks import load_digits_task
+    from virtual_lab.lab.train import RunSpec
+    from virtual_lab.rig import Recording, keep_units
+
+    task = load_digits_task(n_probe=20)
+    spec = RunSpec(rule="sgdm", learning_rate=0.05, batch_size=64, n_epochs=1, seed=3, layer_sizes=(64, 10),
+                   n_probe=20, n_checkpoints=3, architecture=architecture, channels=channels)
+    gt = train_conv_population([spec], task)[0]
+    recording = Recording.from_ground_truth(gt)
+    for layer in gt.layer_names:  # over every unit, the recomputation is the recorded g_b
+        every = np.arange(gt.activations[layer].shape[2])
+        np.testing.assert_allclose(recording._recomputed_activity_change(layer, every),
+                                   gt.activity_change[layer], rtol=1e-4, atol=1e-6)
+    kept = keep_units(recording, 5, seed=0)
+    for layer in gt.layer_names:
+        assert kept.activity_change(layer).shape == (3, 20) and np.isfinite(kept.activity_change(layer)).all()

@@ -105,3 +105,23 @@ def test_unknown_task_error_names_the_closest():
         load_task("teachr")
     with pytest.raises(ValueError, match="unknown task"):
         task_dimensions("mnist2")
+
+
+def test_protocol_task_root_reaches_the_training_workers(tmp_path, monkeypatch):
+    from virtual_lab.lab.executor import run_sweep
+    from virtual_lab.protocol import parse_protocol
+
+    write_tiny_dataset(tmp_path / "data", "cifar10", n_train=40, n_test=40)
+    monkeypatch.delenv("VIRTUAL_LAB_DATA", raising=False)
+    protocol = parse_protocol({
+        "name": "tiny-cifar", "output_dir": str(tmp_path / "rec"),
+        "task": {"name": "cifar10", "root": "data", "n_probe": 20},  # relative to the protocol file
+        "network": {"architecture": "cnn", "channels": [2, 2, 2]},
+        "training": {"n_epochs": 1, "batch_size": 8, "n_checkpoints": 2},
+        "sweep": {"rules": ["sgdm"], "n_seeds": 1}}, str(tmp_path / "p.toml"))
+    result = run_sweep(protocol, n_workers=0, progress=False)
+    assert result.ok and len(result.session_paths) == 1
+    from virtual_lab.sessions import read_session
+
+    gt = read_session(result.session_paths[0])
+    assert gt.probe_stimuli.shape == (20, 32, 32, 3) and gt.metadata["architecture"] == "cnn"

@@ -808,6 +808,9 @@ def align_tables(tables: Mapping[str, FeatureTable]) -> tuple[dict[str, FeatureT
 
 #: Metadata whose values a standard report holds out one at a time (when the sessions vary in them).
 HELD_OUT_KEYS = ("architecture", "task", "paradigm")
+#: How a held-out key is named in labels: the paradigm (supervised / contrastive) is the task's objective,
+#: what the paper calls a different task (ImageNet categorization vs SimCLR).
+_HELD_OUT_NAMES = {"paradigm": "task (paradigm)"}
 
 
 def held_out_generalization(table: FeatureTable, key: str, decoder: str | Any = "random_forest", **kwargs: Any
@@ -827,7 +830,8 @@ def held_out_generalization(table: FeatureTable, key: str, decoder: str | Any = 
     Returns
     -------
     list of (label, EvaluationResult)
-        Label ``"held-out <key>: <value>"``, one per value.
+        Label ``"held-out <key>: <value>"`` (``"held-out task (paradigm): <value>"`` for the paradigm), one per
+        value.
 
     Raises
     ------
@@ -842,7 +846,7 @@ def held_out_generalization(table: FeatureTable, key: str, decoder: str | Any = 
     for value in values:
         others = [v for v in values if v != value]
         result = generalize(table, f"{key}={','.join(others)}", f"{key}={value}", decoder, **kwargs)
-        results.append((f"held-out {key}: {value}", result))
+        results.append((f"held-out {_HELD_OUT_NAMES.get(key, key)}: {value}", result))
     return results
 
 

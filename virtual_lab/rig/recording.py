@@ -199,15 +199,46 @@ class Recording:
         if len(units) == n_all:
             out = self.source.activity_change[layer][self.checkpoint_indices].astype(np.float32, copy=True)
         else:
-            act = self.source.activations[layer][self.checkpoint_indices][:, :, units]
-            w = self.source.weights[layer][self.checkpoint_indices][:, units, :]
-            row_sums = w.sum(axis=2)  # (T, U)
-            nonlin = self._nonlinearity(layer)
-            deriv = (act > 0).astype(np.float32) if nonlin == "relu" else np.ones_like(act)
-            out = np.einsum("tsu,tu->ts", deriv, row_sums).astype(np.float32) / len(units)
+            out = self._recomputed_activity_change(layer, units)
         return self._add_noise(out, "gradavg", layer, lambda noise: noise)
 
     # -- internals ------------------------------------------------------------------------------
+    def _recomputed_activity_change(self, layer: str, units: np.ndarray) -> np.ndarray:
+        """``g_b`` over the given output units: ``mean_j f'(h_bj) * sum_i dh_bj/dx_bi``, shape (T, S)."""
+        act = self.source.activations[layer][self.checkpoint_indices][:, :, units]
+        w = self.source.weights[layer][self.checkpoint_indices]
+        input_sums = self._input_sums(layer, w)[:, units]  # (T, U)
+        nonlin = self._nonlinearity(layer)
+        deriv = (act > 0).astype(np.float32) if nonlin == "relu" else np.ones_like(act)
+        return np.einsum("tsu,tu->ts", deriv, input_sums).astype(np.float32) / len(units)
+
+    def _input_sums(self, layer: str, w: np.ndarray) -> np.ndarray:
+        """``sum_i dh_j/dx_i`` for every output unit ``j`` of a layer, shape (T, n_units).
+
+        A dense layer's is the row sum of ``W``; a convolution's is the convolution of an all-ones input
+        with the kernel (edge units see fewer inputs through the zero padding), rebuilt from the session's
+        architecture metadata.
+        """
+        meta = self.source.metadata
+        architecture = str(meta.get("architecture", "mlp"))
+        if architecture == "mlp":
+            return w.sum(axis=2)
+        import torch
+
+        from virtual_lab.lab.conv import conv_layers
+
+        channels = tuple(int(c) for c in str(meta.get("channels", "")).split(",") if c)
+        input_shape = tuple(int(d) for d in str(meta["input_shape"]).split("x"))
+        n_outputs = self.source.weights[self.layer_names[-1]].shape[1]
+        spec = {c.name: c for c in conv_layers(architecture, channels, input_shape, n_outputs)}[layer]
+        if spec.kind == "fc":
+            return w.sum(axis=2)
+        kernels = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).reshape(
+            len(w) * spec.n_out, spec.n_in, spec.kernel_size, spec.kernel_size)
+        ones = torch.ones((1, *spec.in_shape))
+        sums = torch.nn.functional.conv2d(ones, kernels, stride=spec.stride, padding=spec.padding)
+        return sums.reshape(len(w), -1).numpy()
+
     def _nonlinearity(self, layer: str) -> str:
         spec = str(self.source.metadata.get("nonlinearities", ""))
         names = spec.split(",") if spec else []
