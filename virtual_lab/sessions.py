@@ -423,6 +423,14 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
     ))
 
     # --- processing/behavior
+    if gt.metadata.get("paradigm") == "contrastive":
+        loss_text = ("Contrastive (NT-Xent) loss on a fixed set of augmented view pairs of training images, "
+                     "the same for every network of the task.")
+        accuracy_text = ("Nearest-class-centroid (cosine) accuracy of the representation layer on the held-out "
+                         "probe set (fraction); centroids from the unaugmented training set.")
+    else:
+        loss_text = "Task loss (cross-entropy) on the training set."
+        accuracy_text = "Accuracy on the held-out probe set (fraction)."
     behavior = nwbfile.create_processing_module(
         name="behavior", description="In silico task performance of the network at every checkpoint.")
     behavior.add(DynamicTable(
@@ -433,9 +441,9 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
                        data=np.arange(n_t, dtype=np.int64)),
             VectorData(name="training_step", description="Training step of the checkpoint.",
                        data=np.asarray(gt.checkpoint_steps, dtype=np.int64)),
-            VectorData(name="train_loss", description="Task loss on the training set.",
+            VectorData(name="train_loss", description=loss_text,
                        data=np.asarray(gt.train_loss, dtype=np.float32)),
-            VectorData(name="test_accuracy", description="Accuracy on the held-out probe set (fraction).",
+            VectorData(name="test_accuracy", description=accuracy_text,
                        data=np.asarray(gt.test_accuracy, dtype=np.float32)),
         ],
         id=list(range(n_t)),
