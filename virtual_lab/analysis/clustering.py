@@ -3,7 +3,7 @@
 Each network becomes one vector (its layers' features averaged within each depth position, the three
 positions concatenated, so networks with different numbers of layers are comparable), standardized and
 reduced with PCA; k-means or a Gaussian mixture clusters the networks, and the clusters are scored
-against rule, family, architecture and task with the adjusted Rand index (ARI) and normalized mutual
+against rule, family, architecture, task and paradigm with the adjusted Rand index (ARI) and normalized mutual
 information (NMI). A 2-D embedding (the first two principal components) is plotted colored by each label.
 
 References
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CLUSTER_METHODS", "ClusteringResult", "cluster_runs", "network_vectors", "plot_embedding"]
 
 CLUSTER_METHODS = ("kmeans", "gmm")
-LABEL_KEYS = ("rule", "family", "architecture", "task")
+LABEL_KEYS = ("rule", "family", "architecture", "task", "paradigm")
 
 
 def network_vectors(table: FeatureTable) -> tuple[np.ndarray, np.ndarray]:
