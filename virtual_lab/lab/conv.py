@@ -60,7 +60,6 @@ matrix products replaced by the convolution and its adjoint.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from dataclasses import dataclass
@@ -70,17 +69,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from virtual_lab import __version__
 from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, check_contrastive_rule, class_sums,
                                          evaluation_views, make_views, nt_xent, nt_xent_loss)
 from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import (RunSpec, _example_losses, _Optimizer, batch_order, checkpoint_schedule,
-                                   sign_symmetry_scale)
+from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _PopulationState,
+                                   checkpoint_schedule, run_metadata, sign_symmetry_scale)
 from virtual_lab.seeding import derive_seed
 
-logger = logging.getLogger(__name__)
 
 CONV_ARCHITECTURES = ("cnn", "resnet")
 
@@ -497,10 +494,6 @@ def _population_views(x: torch.Tensor, image_shape: Sequence[int],
     return images.reshape(m, n * c, h, w).contiguous()  # a permuted colour batch would be channels-last
 
 
-def _mask(rules: Sequence, predicate: Callable, device: torch.device) -> torch.Tensor:
-    return torch.tensor([bool(predicate(r)) for r in rules], device=device)
-
-
 def _check_specs(specs: Sequence[RunSpec], task: Task) -> None:
     keys = {s.cohort_key for s in specs}
     if len(keys) > 1:
@@ -613,22 +606,12 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     n_train = len(task.train_y)
     contrastive = first.paradigm == "contrastive"
 
-    init = [init_conv_parameters(layers, s.seed) for s in specs]
-    weights = [torch.stack([p[0][l] for p in init]).to(dev) for l in range(n_layers)]
-    biases = [torch.stack([p[1][l] for p in init]).to(dev) for l in range(n_layers)]
-    feedback = [torch.stack([p[2][l] for p in init]).to(dev) for l in range(n_layers)]
-    orders = torch.stack([batch_order(s.seed, n_train, s.batch_size, s.n_epochs) for s in specs]).to(dev)
+    state = _PopulationState.create(specs, rules, [init_conv_parameters(layers, s.seed) for s in specs], n_train,
+                                    dev)
+    weights, biases, feedback, orders = state.weights, state.biases, state.feedback, state.orders
+    optimizer, column = state.optimizer, state.column
     n_steps = orders.shape[1]
     schedule = checkpoint_schedule(n_steps, first.n_checkpoints, first.checkpoint_spacing)
-
-    def column(values: Sequence[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=dev)
-
-    is_adam = _mask(rules, lambda r: r.optimizer == "adam", dev)
-    is_plain = _mask(rules, lambda r: r.optimizer == "sgd", dev)
-    learning_rate = column([s.learning_rate for s in specs])
-    weight_decay = column([s.weight_decay for s in specs])
-    optimizer = _Optimizer(weights + biases, is_adam, learning_rate, is_plain, weight_decay)
 
     uses_w = _mask(rules, lambda r: r.feedback == "transpose", dev)
     all_transpose = bool(uses_w.all())
@@ -645,18 +628,13 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
             back = torch.where(is_sign.view(shape), torch.sign(weights[l]) * scale, back)
         return back
 
-    def subset_optimizer(index: torch.Tensor) -> _Optimizer:
-        return _Optimizer([f.index_select(0, index) for f in feedback], is_adam.index_select(0, index),
-                          learning_rate.index_select(0, index), is_plain.index_select(0, index),
-                          weight_decay.index_select(0, index))
-
     ia_index = torch.nonzero(_mask(rules, lambda r: r.feedback == "information_alignment", dev)).flatten()
-    ia_optimizer = subset_optimizer(ia_index) if len(ia_index) else None
+    ia_optimizer = state.subset_optimizer(ia_index) if len(ia_index) else None
     if ia_optimizer is not None:
         ia_specs = [specs[i] for i in ia_index.tolist()]
         ia_coef = [column([getattr(s, name) for s in ia_specs]) for name in ("ia_alpha", "ia_beta", "ia_gamma")]
     kp_index = torch.nonzero(_mask(rules, lambda r: r.feedback == "kolen_pollack", dev)).flatten()
-    kp_optimizer = subset_optimizer(kp_index) if len(kp_index) else None
+    kp_optimizer = state.subset_optimizer(kp_index) if len(kp_index) else None
 
     train_images = torch.as_tensor(task_images(task.train_x, task.image_shape), device=dev)
     train_y = torch.as_tensor(task.train_y, device=dev)
@@ -783,12 +761,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
                 tape = _forward(architecture, layers, x, weights, biases)
                 logits = tape.outs[-1]
                 loss = _example_losses(logits, y).mean(1)
-            bad = ~torch.isfinite(loss) & active.bool()
-            if bool(bad.any()):
-                for i in torch.nonzero(bad).flatten().tolist():
-                    diverged_step[i] = step
-                    logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
-                active = active * (~bad).float()
+            active = _mark_diverged(loss, active, diverged_step, specs, step)
             batch = x.shape[0]
             if contrastive:  # dNT-Xent/dz, already averaged over the 2B anchors
                 error = torch.cat([grad_view1, grad_view2], 1)
@@ -820,38 +793,10 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     results = []
     for i, spec in enumerate(specs):
         rule = rules[i]
-        metadata = {
-            "run_id": spec.run_id,
-            "protocol": spec.protocol,
-            "rule": rule.name,
-            "family": rule.family,
-            "optimizer": rule.optimizer,
-            "feedback": rule.feedback,
-            "update": rule.update,
-            "learning_rate": float(spec.learning_rate),
-            "weight_decay": float(spec.weight_decay),
-            "batch_size": int(spec.batch_size),
-            "n_epochs": int(spec.n_epochs),
-            "n_steps": int(n_steps),
-            "seed": int(spec.seed),
-            "init_seed": int(derive_seed(spec.seed, "init")),
-            "data_seed": int(derive_seed(spec.seed, "data")),
-            "architecture": architecture,
-            "layer_sizes": ",".join(map(str, spec.layer_sizes)),
-            "channels": ",".join(map(str, channels)),
-            "nonlinearities": ",".join(layer.nonlinearity for layer in layers),
-            "batch_norm": False,
-            **shapes,
-            "task": spec.task,
-            "task_seed": int(spec.task_seed),
-            "n_probe": int(spec.n_probe),
-            "checkpoint_spacing": spec.checkpoint_spacing,
-            "diverged": bool(diverged_step[i] >= 0),
-            "diverged_step": int(diverged_step[i]),
-            "paradigm": spec.paradigm,
-            "virtual_lab_version": __version__,
-            "torch_version": torch.__version__,
-        }
+        metadata = run_metadata(spec, rule, n_steps, int(diverged_step[i]))
+        metadata.update(architecture=architecture, layer_sizes=",".join(map(str, spec.layer_sizes)),
+                        channels=",".join(map(str, channels)),
+                        nonlinearities=",".join(layer.nonlinearity for layer in layers), batch_norm=False, **shapes)
         if contrastive:
             metadata.update(temperature=float(spec.temperature), augment_seed=int(derive_seed(spec.seed, "augment")),
                             projection_width=int(layers[-1].n_out), representation_layer=representation[0],

@@ -24,7 +24,7 @@ from torch import nn
 from virtual_lab.lab.contrastive import augment, augment_generator, check_contrastive_rule, evaluation_views
 from virtual_lab.lab.conv import conv_input_shape, conv_layers, init_conv_parameters, task_images
 from virtual_lab.lab.record import GroundTruth, depth_positions
-from virtual_lab.lab.reference import _optimizer, nt_xent_autograd
+from virtual_lab.lab.reference import _FeedbackLinear, _optimizer, nt_xent_autograd
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import RunSpec, batch_order, checkpoint_schedule, sign_symmetry_scale
@@ -54,20 +54,6 @@ class _FeedbackConv2d(torch.autograd.Function):
         grad_x = _vjp(lambda u: F.conv2d(u, feedback, None, stride, padding), x, grad_out)
         grad_w = _vjp(lambda k: F.conv2d(x, k, None, stride, padding), weight, grad_out)
         return grad_x, grad_w, grad_out.sum((0, 2, 3)), None, None, None
-
-
-class _FeedbackLinear(torch.autograd.Function):
-    """y = x W^T + b, with the input gradient sent back through ``feedback`` instead of W."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, feedback):
-        ctx.save_for_backward(x, feedback)
-        return x @ weight.t() + bias
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, feedback = ctx.saved_tensors
-        return grad_out @ feedback, grad_out.t() @ x, grad_out.sum(0), None
 
 
 class ReferenceConvNet(nn.Module):

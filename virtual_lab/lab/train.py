@@ -342,6 +342,50 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return _example_losses(logits, targets).mean(1)
 
 
+def _mark_diverged(loss: torch.Tensor, active: torch.Tensor, diverged_step: np.ndarray, specs: Sequence[RunSpec],
+                   step: int) -> torch.Tensor:
+    """Mark networks whose loss just became NaN/inf as diverged at ``step`` (logged once each); returns the new
+    0/1 ``active`` column, which freezes them."""
+    bad = ~torch.isfinite(loss) & active.bool()
+    if not bool(bad.any()):
+        return active
+    for i in torch.nonzero(bad).flatten().tolist():
+        diverged_step[i] = step
+        logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
+    return active * (~bad).float()
+
+
+def run_metadata(spec: RunSpec, rule, n_steps: int, diverged_step: int) -> dict:
+    """The metadata every engine stores for a run: its rule, hyperparameters, seeds, task, checkpoints, fate
+    and versions (engines add their architecture's keys)."""
+    return {
+        "run_id": spec.run_id,
+        "protocol": spec.protocol,
+        "rule": rule.name,
+        "family": rule.family,
+        "optimizer": rule.optimizer,
+        "feedback": rule.feedback,
+        "update": rule.update,
+        "learning_rate": float(spec.learning_rate),
+        "weight_decay": float(spec.weight_decay),
+        "batch_size": int(spec.batch_size),
+        "n_epochs": int(spec.n_epochs),
+        "n_steps": int(n_steps),
+        "seed": int(spec.seed),
+        "init_seed": int(derive_seed(spec.seed, "init")),
+        "data_seed": int(derive_seed(spec.seed, "data")),
+        "task": spec.task,
+        "task_seed": int(spec.task_seed),
+        "n_probe": int(spec.n_probe),
+        "checkpoint_spacing": spec.checkpoint_spacing,
+        "diverged": bool(diverged_step >= 0),
+        "diverged_step": int(diverged_step),
+        "paradigm": spec.paradigm,
+        "virtual_lab_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
 def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[torch.Tensor],
                    send_back: Callable[[int, torch.Tensor], torch.Tensor]) -> tuple[list, list]:
     """Send the output error backward and form every layer's weight and bias (pseudo-)gradient.
@@ -393,6 +437,54 @@ OPTIMIZER_ORDER = ("sgdm", "sgd", "adam")
 
 #: Elements of the largest intermediate tensor of the contrastive read-outs (chunking bound, ~64 MB of float32).
 _CHUNK_ELEMENTS = 2 ** 24
+
+
+@dataclass
+class _PopulationState:
+    """What every population engine stacks at the start: parameters, data orders, per-network optimizer
+    settings and the optimizer of W and b."""
+
+    weights: list[torch.Tensor]
+    biases: list[torch.Tensor]
+    feedback: list[torch.Tensor]
+    orders: torch.Tensor
+    is_adam: torch.Tensor
+    is_plain: torch.Tensor
+    learning_rate: torch.Tensor
+    weight_decay: torch.Tensor
+    optimizer: "_Optimizer"
+    device: torch.device
+
+    @classmethod
+    def create(cls, specs: Sequence[RunSpec], rules: Sequence, init: Sequence[tuple], n_train: int,
+               device: torch.device) -> "_PopulationState":
+        """Stack each network's initial ``(weights, biases, feedback)`` (``init``, one tuple of per-layer lists
+        per network) and data order on ``device``."""
+        n_layers = len(init[0][0])
+        weights, biases, feedback = ([torch.stack([p[k][l] for p in init]).to(device) for l in range(n_layers)]
+                                     for k in range(3))
+        orders = torch.stack([batch_order(s.seed, n_train, s.batch_size, s.n_epochs) for s in specs]).to(device)
+        is_adam = _mask(rules, lambda r: r.optimizer == "adam", device)
+        is_plain = _mask(rules, lambda r: r.optimizer == "sgd", device)
+        learning_rate = torch.tensor([s.learning_rate for s in specs], dtype=torch.float32, device=device)
+        weight_decay = torch.tensor([s.weight_decay for s in specs], dtype=torch.float32, device=device)
+        optimizer = _Optimizer(weights + biases, is_adam, learning_rate, is_plain, weight_decay)
+        return cls(weights, biases, feedback, orders, is_adam, is_plain, learning_rate, weight_decay, optimizer,
+                   device)
+
+    def column(self, values: Sequence[float]) -> torch.Tensor:
+        """Per-network values as a float32 column on the population's device."""
+        return torch.tensor(values, dtype=torch.float32, device=self.device)
+
+    def subset_optimizer(self, index: torch.Tensor | slice) -> "_Optimizer":
+        """An optimizer of the feedback matrices of some networks, with their own optimizer settings: views
+        when ``index`` is a slice (updates land in ``feedback``), copies when it is an index tensor."""
+        if isinstance(index, slice):
+            pick = lambda t: t[index]  # noqa: E731
+        else:
+            pick = lambda t: t.index_select(0, index)  # noqa: E731
+        return _Optimizer([pick(f) for f in self.feedback], pick(self.is_adam), pick(self.learning_rate),
+                          pick(self.is_plain), pick(self.weight_decay))
 
 
 def _mask(rules: Sequence, predicate: Callable, device: torch.device) -> torch.Tensor:
@@ -496,22 +588,13 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     n_layers = len(sizes) - 1
     n_train = len(task.train_y)
 
-    init = [init_parameters(sizes, s.seed) for s in specs]
-    weights = [torch.stack([p[0][l] for p in init]).to(dev) for l in range(n_layers)]
-    biases = [torch.stack([p[1][l] for p in init]).to(dev) for l in range(n_layers)]
-    feedback = [torch.stack([p[2][l] for p in init]).to(dev) for l in range(n_layers)]
-    orders = torch.stack([batch_order(s.seed, n_train, s.batch_size, s.n_epochs) for s in specs]).to(dev)
+    state = _PopulationState.create(specs, rules, [init_parameters(sizes, s.seed) for s in specs], n_train, dev)
+    weights, biases, feedback, orders = state.weights, state.biases, state.feedback, state.orders
+    is_adam, is_plain, learning_rate, weight_decay = state.is_adam, state.is_plain, state.learning_rate, \
+        state.weight_decay
+    optimizer, column = state.optimizer, state.column
     n_steps = orders.shape[1]
     schedule = checkpoint_schedule(n_steps, first.n_checkpoints, first.checkpoint_spacing)
-
-    def column(values: Sequence[float]) -> torch.Tensor:
-        return torch.tensor(values, dtype=torch.float32, device=dev)
-
-    is_adam = _mask(rules, lambda r: r.optimizer == "adam", dev)
-    is_plain = _mask(rules, lambda r: r.optimizer == "sgd", dev)
-    learning_rate = column([s.learning_rate for s in specs])
-    weight_decay = column([s.weight_decay for s in specs])
-    optimizer = _Optimizer(weights + biases, is_adam, learning_rate, is_plain, weight_decay)
 
     # what carries the error backward: contiguous runs of networks sharing a backward path
     paths = _runs([_BACKWARD_PATH[r.feedback] for r in rules])
@@ -540,17 +623,13 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
 
     # feedback matrices with their own update: information alignment (local loss), Kolen-Pollack (W's update);
     # their optimizers update views of ``feedback`` in place
-    def subset_optimizer(sl: slice) -> _Optimizer:
-        return _Optimizer([f[sl] for f in feedback], is_adam[sl], learning_rate[sl], is_plain[sl],
-                          weight_decay[sl])
-
     ia_span = _span([r.feedback == "information_alignment" for r in rules])
-    ia_optimizer = subset_optimizer(ia_span) if ia_span is not None else None
+    ia_optimizer = state.subset_optimizer(ia_span) if ia_span is not None else None
     if ia_optimizer is not None:
         ia_coef = [column([getattr(s, name) for s in specs[ia_span]]).view(-1, 1, 1)
                    for name in ("ia_alpha", "ia_beta", "ia_gamma")]
     kp_span = _span([r.feedback == "kolen_pollack" for r in rules])
-    kp_optimizer = subset_optimizer(kp_span) if kp_span is not None else None
+    kp_optimizer = state.subset_optimizer(kp_span) if kp_span is not None else None
 
     # networks whose update is not a backward-propagated error
     any_backward = any(r.update == "backward" for r in rules)
@@ -638,12 +717,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 logits = outs[-1]
                 example_losses = _example_losses(logits, y)
                 loss = example_losses.mean(1)
-            bad = ~torch.isfinite(loss) & active.bool()
-            if bool(bad.any()):
-                for i in torch.nonzero(bad).flatten().tolist():
-                    diverged_step[i] = step
-                    logger.warning("run %s (%s) diverged at step %d", specs[i].run_id, specs[i].rule, step)
-                active = active * (~bad).float()
+            active = _mark_diverged(loss, active, diverged_step, specs, step)
             batch = x.shape[1]
             if contrastive:  # dNT-Xent/dz, already averaged over the 2B anchors
                 error = torch.cat([grad_view1, grad_view2], 1)
@@ -711,35 +785,8 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     names = tuple(f"fc{i + 1}" for i in range(n_layers))
     for i, spec in enumerate(specs):
         rule = rule_meta[spec.rule]
-        metadata = {
-            "run_id": spec.run_id,
-            "protocol": spec.protocol,
-            "rule": rule.name,
-            "family": rule.family,
-            "optimizer": rule.optimizer,
-            "feedback": rule.feedback,
-            "update": rule.update,
-            "learning_rate": float(spec.learning_rate),
-            "weight_decay": float(spec.weight_decay),
-            "batch_size": int(spec.batch_size),
-            "n_epochs": int(spec.n_epochs),
-            "n_steps": int(n_steps),
-            "seed": int(spec.seed),
-            "init_seed": int(derive_seed(spec.seed, "init")),
-            "data_seed": int(derive_seed(spec.seed, "data")),
-            "architecture": "mlp",
-            "layer_sizes": ",".join(map(str, sizes)),
-            "nonlinearities": nonlinearities,
-            "task": spec.task,
-            "task_seed": int(spec.task_seed),
-            "n_probe": int(spec.n_probe),
-            "checkpoint_spacing": spec.checkpoint_spacing,
-            "diverged": bool(diverged_step[i] >= 0),
-            "diverged_step": int(diverged_step[i]),
-            "paradigm": spec.paradigm,
-            "virtual_lab_version": __version__,
-            "torch_version": torch.__version__,
-        }
+        metadata = run_metadata(spec, rule, n_steps, int(diverged_step[i]))
+        metadata.update(architecture="mlp", layer_sizes=",".join(map(str, sizes)), nonlinearities=nonlinearities)
         if contrastive:
             metadata.update(temperature=float(spec.temperature), augment_seed=int(derive_seed(spec.seed, "augment")),
                             projection_width=int(sizes[-1]), representation_layer=names[-2],
