@@ -70,11 +70,11 @@ import torch
 import torch.nn.functional as F
 
 from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, check_contrastive_rule, class_sums,
-                                         evaluation_views, make_views, nt_xent, nt_xent_loss)
+                                         evaluation_views, make_views, nt_xent_loss)
 from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _PopulationState,
+from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
                                    checkpoint_schedule, run_metadata, sign_symmetry_scale)
 from virtual_lab.seeding import derive_seed
 
@@ -641,6 +641,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape), device=dev)
     probe_y = torch.as_tensor(task.probe_y, device=dev)
     n_probe = len(probe_y)
+    temperature = None
     if contrastive:
         train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np.float32), device=dev)
         augment_generators = [augment_generator(s.seed) for s in specs]
@@ -750,23 +751,13 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
                 break
             idx = orders[:, step]
             if contrastive:  # both views in one pass: images [0, B) view 1, [B, 2B) view 2
-                x = _population_views(train_flat[idx], task.image_shape, augment_generators)
-                tape = _forward(architecture, layers, x, weights, biases)
-                half = x.shape[0] // 2
-                loss, grad_view1, grad_view2 = nt_xent(tape.outs[-1][:, :half], tape.outs[-1][:, half:],
-                                                       temperature)
+                x, y = _population_views(train_flat[idx], task.image_shape, augment_generators), None
             else:
-                x = _population_images(train_images, idx)
-                y = train_y[idx]
-                tape = _forward(architecture, layers, x, weights, biases)
-                logits = tape.outs[-1]
-                loss = _example_losses(logits, y).mean(1)
+                x, y = _population_images(train_images, idx), train_y[idx]
+            tape = _forward(architecture, layers, x, weights, biases)
+            loss, _, error = _objective(tape.outs[-1], y, eye, temperature)
             active = _mark_diverged(loss, active, diverged_step, specs, step)
             batch = x.shape[0]
-            if contrastive:  # dNT-Xent/dz, already averaged over the 2B anchors
-                error = torch.cat([grad_view1, grad_view2], 1)
-            else:
-                error = (torch.softmax(logits, dim=2) - eye[y]) / batch
             grad_w, grad_b = _backward(architecture, layers, error, tape, backward_kernel)
             if ia_optimizer is not None:
                 ia_optimizer.step(ia_gradients(tape, batch), active.index_select(0, ia_index))

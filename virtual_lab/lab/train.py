@@ -342,6 +342,38 @@ def _cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return _example_losses(logits, targets).mean(1)
 
 
+def _objective(output: torch.Tensor, y: torch.Tensor | None, eye: torch.Tensor | None,
+               temperature: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The population's loss and the error at its last layer, for either paradigm.
+
+    Parameters
+    ----------
+    output : Tensor, shape (N, B, n_outputs)
+        Last-layer outputs: logits (supervised), or projections of two views, rows ``[0, B/2)`` and
+        ``[B/2, B)`` (contrastive).
+    y : Tensor, shape (N, B), or None
+        Labels (supervised).
+    eye : Tensor or None
+        Identity of size n_classes for the one-hot targets; ``None`` selects the contrastive objective.
+    temperature : Tensor, shape (N,), or None
+        NT-Xent temperature of each network (contrastive).
+
+    Returns
+    -------
+    loss : Tensor, shape (N,)
+    example_losses : Tensor, shape (N, B), or None
+        Cross-entropy of every example (supervised only).
+    error : Tensor, shape (N, B, n_outputs)
+        d loss / d output: ``(softmax - one-hot) / B``, or dNT-Xent/dz averaged over the 2B anchors.
+    """
+    if eye is None:
+        half = output.shape[1] // 2
+        loss, grad_view1, grad_view2 = nt_xent(output[:, :half], output[:, half:], temperature)
+        return loss, None, torch.cat([grad_view1, grad_view2], 1)
+    example_losses = _example_losses(output, y)
+    return example_losses.mean(1), example_losses, (torch.softmax(output, dim=2) - eye[y]) / output.shape[1]
+
+
 def _mark_diverged(loss: torch.Tensor, active: torch.Tensor, diverged_step: np.ndarray, specs: Sequence[RunSpec],
                    step: int) -> torch.Tensor:
     """Mark networks whose loss just became NaN/inf as diverged at ``step`` (logged once each); returns the new
@@ -643,6 +675,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     train_y = torch.as_tensor(task.train_y, device=dev)
     probe_x = torch.as_tensor(task.probe_x, device=dev)
     probe_y = torch.as_tensor(task.probe_y, device=dev)
+    temperature = None
     if contrastive:
         augment_generators = [augment_generator(s.seed) for s in specs]
         temperature = column([s.temperature for s in specs])
@@ -706,23 +739,12 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 break
             idx = orders[:, step]
             y = train_y[idx]
-            if contrastive:  # both views in one pass: rows [0, B) view 1, [B, 2B) view 2
-                x = make_views(train_x[idx], task.image_shape, augment_generators)
-                pre, outs = _forward(x, weights, biases)
-                half = x.shape[1] // 2
-                loss, grad_view1, grad_view2 = nt_xent(outs[-1][:, :half], outs[-1][:, half:], temperature)
-            else:
-                x = train_x[idx]
-                pre, outs = _forward(x, weights, biases)
-                logits = outs[-1]
-                example_losses = _example_losses(logits, y)
-                loss = example_losses.mean(1)
+            # contrastive: both views in one pass, rows [0, B) view 1 and [B, 2B) view 2
+            x = make_views(train_x[idx], task.image_shape, augment_generators) if contrastive else train_x[idx]
+            pre, outs = _forward(x, weights, biases)
+            loss, example_losses, error = _objective(outs[-1], y, eye, temperature)
             active = _mark_diverged(loss, active, diverged_step, specs, step)
             batch = x.shape[1]
-            if contrastive:  # dNT-Xent/dz, already averaged over the 2B anchors
-                error = torch.cat([grad_view1, grad_view2], 1)
-            else:
-                error = (torch.softmax(logits, dim=2) - eye[y]) / batch
             inputs = [x] + outs[:-1]
             if any_backward:
                 grad_w, grad_b = _backward_pass(error, inputs, pre, send_back)
