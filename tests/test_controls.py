@@ -184,6 +184,10 @@ def test_held_out_generalization_leaves_each_value_out_once():
                                           held_out=("architecture", "task"))
     assert sum(e["control"].startswith("held-out architecture") for e in entries) == 3
     assert not any(e["control"].startswith("held-out task") for e in entries)
+    from virtual_lab.analysis.report import _table_rows
+
+    rows = {row[2]: row for row in _table_rows(entries)}
+    assert rows["held-out architecture: cnn"][6] == "6 of 18"  # the report counts the held-out networks
 
 
 def test_too_little_data_gives_clear_errors():

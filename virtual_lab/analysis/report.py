@@ -119,8 +119,11 @@ def _table_rows(evaluations: Sequence[dict[str, Any]]) -> list[list[str]]:
         def fmt(name: str) -> str:
             return f"{s[name + '_mean']:.3f} ± {s[name + '_sem'] or 0:.3f}"
 
+        networks = str(s["n_networks"])
+        if s.get("split") == "generalization":  # held-out rows: how many networks the held-out side has
+            networks = f"{s['n_test_networks']} of {s['n_networks']}"
         rows.append([e["rig"], e["decoder"], e["control"] or "-", fmt("layer_accuracy"),
-                     fmt("layer_balanced_accuracy"), fmt("network_accuracy"), str(s["n_networks"]),
+                     fmt("layer_balanced_accuracy"), fmt("network_accuracy"), networks,
                      str(s["n_splits"]), f"{s['chance']:.2f}"])
     return rows
 
