@@ -58,6 +58,21 @@ def sem(values: Sequence[float] | np.ndarray) -> float:
     return float(values.std(ddof=1) / math.sqrt(values.size))
 
 
+def _check_rule_counts(labels: np.ndarray, what: str) -> np.ndarray:
+    """The distinct rules of ``labels``; raises unless there are 2+ rules with 2+ items each.
+
+    ``what`` completes "every rule needs at least 2 ..." and names the items, e.g. ``"examples for
+    layer-level splits; too few"``.
+    """
+    rules, counts = np.unique(labels, return_counts=True)
+    if len(rules) < 2:
+        raise ValueError(f"need at least 2 rules to decode, got only {rules.tolist()}")
+    too_few = [f"{rule!r} ({count})" for rule, count in zip(rules.tolist(), counts.tolist()) if count < 2]
+    if too_few:
+        raise ValueError(f"every rule needs at least 2 {what} for: {', '.join(too_few)}")
+    return rules
+
+
 def _check_int(name: str, value: object, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -124,13 +139,7 @@ def grouped_splits(groups: Sequence[str] | np.ndarray, labels: Sequence[str] | n
         rules = sorted(set(labels[groups == bad].tolist()))
         raise ValueError(f"network {bad!r} has examples labelled with different rules {rules}; each network "
                          f"must have a single rule")
-    rules, networks_per_rule = np.unique(network_rule, return_counts=True)
-    if len(rules) < 2:
-        raise ValueError(f"need at least 2 rules to decode, got only {rules.tolist()}")
-    too_few = [f"{rule!r} ({count})" for rule, count in zip(rules.tolist(), networks_per_rule.tolist()) if count < 2]
-    if too_few:
-        raise ValueError(f"every rule needs at least 2 networks (one for training, one for testing); too "
-                         f"few networks for: {', '.join(too_few)}")
+    rules = _check_rule_counts(network_rule, "networks (one for training, one for testing); too few networks")
 
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(network_rule == rule) for rule in rules]
@@ -178,13 +187,7 @@ def layer_splits(labels: Sequence[str] | np.ndarray, n_splits: int = 10, test_fr
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
     n_splits = _check_int("n_splits", n_splits, 1)
     test_fraction = _check_fraction("test_fraction", test_fraction)
-    rules, counts = np.unique(labels, return_counts=True)
-    if len(rules) < 2:
-        raise ValueError(f"need at least 2 rules to decode, got only {rules.tolist()}")
-    too_few = [f"{rule!r} ({count})" for rule, count in zip(rules.tolist(), counts.tolist()) if count < 2]
-    if too_few:
-        raise ValueError(f"every rule needs at least 2 examples for layer-level splits; too few for: "
-                         f"{', '.join(too_few)}")
+    rules = _check_rule_counts(labels, "examples for layer-level splits; too few")
     rng = np.random.default_rng(seed)
     members = [np.flatnonzero(labels == rule) for rule in rules]
     splits = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -44,6 +43,14 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str, ax) -
                     color="white" if matrix[i, j] > 0.6 else "black", fontsize=8)
 
 
+def _save(fig, path: Path) -> Path:
+    """Lay out, write (110 dpi) and close a report figure."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+    return path
+
+
 def plot_learning_curves(ground_truths: Sequence[GroundTruth], path: Path) -> Path:
     """Test accuracy and training loss over training, mean +/- SD over networks of each rule."""
     plt = _plt()
@@ -67,10 +74,7 @@ def plot_learning_curves(ground_truths: Sequence[GroundTruth], path: Path) -> Pa
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Learning curves (mean +/- SD over networks)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_accuracy(evaluations: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -90,10 +94,7 @@ def plot_accuracy(evaluations: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Decoding the learning rule (grouped splits, mean +/- s.e.m.)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_confusions(evaluations: Sequence[dict[str, Any]], path: Path) -> Path:
@@ -105,10 +106,7 @@ def plot_confusions(evaluations: Sequence[dict[str, Any]], path: Path) -> Path:
         s = e["summary"]
         plot_confusion(np.array(s["network_confusion"]), s["classes"],
                        f"{e['rig']} / {e['decoder']}\nnetwork acc {s['network_accuracy_mean']:.2f}", ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _table_rows(evaluations: Sequence[dict[str, Any]]) -> list[list[str]]:

@@ -75,7 +75,7 @@ from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
-                                   checkpoint_schedule, run_metadata, sign_symmetry_scale)
+                                   _training_steps, checkpoint_schedule, run_metadata, sign_symmetry_scale)
 from virtual_lab.seeding import derive_seed
 
 
@@ -590,7 +590,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
         contrastive paradigm, without a contrastive one), or do not match the task.
     """
     t_start = time.perf_counter()
-    t_record = 0.0
+    clock = {"record": 0.0}
     if not specs:
         return []
     _check_specs(specs, task)
@@ -738,17 +738,9 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
             grads.append(alpha.view(shape) * amp + beta.view(shape) * null + gamma.view(shape) * 2 * b)
         return grads
 
-    next_checkpoint = 0
     eye = None if contrastive else torch.eye(first.layer_sizes[-1], device=dev)
     with torch.no_grad():
-        for step in range(n_steps + 1):
-            if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
-                t0 = time.perf_counter()
-                record(next_checkpoint)
-                t_record += time.perf_counter() - t0
-                next_checkpoint += 1
-            if step == n_steps:
-                break
+        for step in _training_steps(n_steps, schedule, record, clock):
             idx = orders[:, step]
             if contrastive:  # both views in one pass: images [0, B) view 1, [B, 2B) view 2
                 x, y = _population_views(train_flat[idx], task.image_shape, augment_generators), None
@@ -810,5 +802,5 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
         ))
     if timings is not None:
         timings["total"] = time.perf_counter() - t_start
-        timings["record"] = t_record
+        timings["record"] = clock["record"]
     return results

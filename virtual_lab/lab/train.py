@@ -23,8 +23,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -374,6 +375,21 @@ def _objective(output: torch.Tensor, y: torch.Tensor | None, eye: torch.Tensor |
     return example_losses.mean(1), example_losses, (torch.softmax(output, dim=2) - eye[y]) / output.shape[1]
 
 
+def _training_steps(n_steps: int, schedule: np.ndarray, record: Callable[[int], None],
+                    clock: dict) -> Iterator[int]:
+    """Yield the training steps ``0 .. n_steps - 1``, recording checkpoint ``k`` just before step
+    ``schedule[k]`` (the last one after the final step); recording time accumulates in ``clock["record"]``."""
+    next_checkpoint = 0
+    for step in range(n_steps + 1):
+        if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
+            t0 = time.perf_counter()
+            record(next_checkpoint)
+            clock["record"] += time.perf_counter() - t0
+            next_checkpoint += 1
+        if step < n_steps:
+            yield step
+
+
 def _mark_diverged(loss: torch.Tensor, active: torch.Tensor, diverged_step: np.ndarray, specs: Sequence[RunSpec],
                    step: int) -> torch.Tensor:
     """Mark networks whose loss just became NaN/inf as diverged at ``step`` (logged once each); returns the new
@@ -574,10 +590,8 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         accuracy of the last hidden layer on the probes, centroids from the unaugmented training set.
         Activations, weights and activity change are recorded on the unaugmented probes in both paradigms.
     """
-    import time
-
     t_start = time.perf_counter()
-    t_record = 0.0
+    clock = {"record": 0.0}
     if not specs:
         return []
     keys = {s.cohort_key for s in specs}
@@ -726,17 +740,9 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], temperature[part]))
         return torch.cat(losses)
 
-    next_checkpoint = 0
     eye = None if contrastive else torch.eye(sizes[-1], device=dev)
     with torch.no_grad():
-        for step in range(n_steps + 1):
-            if next_checkpoint < len(schedule) and step == schedule[next_checkpoint]:
-                t0 = time.perf_counter()
-                record(next_checkpoint)
-                t_record += time.perf_counter() - t0
-                next_checkpoint += 1
-            if step == n_steps:
-                break
+        for step in _training_steps(n_steps, schedule, record, clock):
             idx = orders[:, step]
             y = train_y[idx]
             # contrastive: both views in one pass, rows [0, B) view 1 and [B, 2B) view 2
@@ -836,5 +842,5 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         ))
     if timings is not None:
         timings["total"] = time.perf_counter() - t_start
-        timings["record"] = t_record
+        timings["record"] = clock["record"]
     return results
