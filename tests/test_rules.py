@@ -7,7 +7,9 @@ import pytest
 import torch
 
 import virtual_lab.lab.train as train_module
-from virtual_lab.lab.rules import ALIASES, ALL_RULES, FAMILIES, PAPER_RULES, RULES, get_rule
+from virtual_lab.lab.rules import (ALIASES, ALL_RULES, FAMILIES, PAPER_RULES, RULES, feedback_time_constant,
+                                   get_rule)
+from virtual_lab.lab.sweep import short_feedback_warnings
 from virtual_lab.lab.train import (RunSpec, init_direct_feedback, init_parameters, sign_symmetry_scale,
                                    train_population)
 
@@ -184,3 +186,44 @@ def test_population_on_gpu_equals_cpu(digits):
         for layer in a.layer_names:
             np.testing.assert_allclose(a.weights[layer], b.weights[layer], atol=1e-4)
             np.testing.assert_allclose(a.activations[layer], b.activations[layer], atol=1e-3)
+
+
+def test_information_alignment_decay_relaxes_b_with_the_predicted_time_constant(digits):
+    # With the amp and null terms off, IA's local loss is gamma ||B||^2: B shrinks by the same factor in every
+    # entry, exp(-steps / tau) with tau = (1 - momentum) / (2 gamma lr) once momentum has built up.
+    lr, gamma = 0.05, 0.005
+    tau = feedback_time_constant("information_alignment", lr, ia_gamma=gamma)
+    assert tau == pytest.approx(200.0)
+    spec = RunSpec(rule="information_alignment", learning_rate=lr, batch_size=64, n_epochs=9, seed=6,
+                   layer_sizes=SIZES, n_probe=50, n_checkpoints=2, ia_alpha=0.0, ia_beta=0.0, ia_gamma=gamma)
+    state = {}
+    train_population([spec], digits, final_state=state)
+    n_steps = 9 * (len(digits.train_y) // 64)
+    _, _, b0 = init_parameters(SIZES, 6)
+    for l in range(len(SIZES) - 1):
+        b_end, b_start = state["feedback"][l][0], b0[l].numpy()
+        ratio = np.sum(b_end * b_start) / np.sum(b_start * b_start)
+        np.testing.assert_allclose(b_end, ratio * b_start, atol=1e-5)  # a pure shrink
+        # momentum needs about 1 / (1 - momentum) = 10 steps to build up: 5% of tau
+        assert ratio == pytest.approx(np.exp(-n_steps / tau), rel=0.06)
+    assert feedback_time_constant("kolen_pollack", 0.02, weight_decay=1e-3) == pytest.approx(5000.0)
+    assert feedback_time_constant("feedback_alignment", 0.02) is None
+
+
+def test_short_runs_of_learned_feedback_rules_are_flagged():
+    def spec(rule, lr, epochs):
+        return RunSpec(rule=rule, learning_rate=lr, batch_size=64, n_epochs=epochs, seed=0,
+                       weight_decay=RULES[rule].default_weight_decay)
+
+    def steps(s):
+        return s.n_epochs * 24
+
+    short = [spec("information_alignment", lr, 20) for lr in (0.01, 0.02, 0.04)] + [spec("sgdm", 0.02, 20)]
+    (message,) = short_feedback_warnings(short, steps)
+    assert message.startswith("information_alignment: 3 of its 3 runs train fewer steps (480)")
+    assert "1,250-5,000 steps" in message
+    # tau is 5,000 / 2,500 / 1,250 steps: 105 epochs (2,520 steps) is long enough for two of the three
+    assert short_feedback_warnings([spec("information_alignment", lr, 105) for lr in (0.01, 0.02, 0.04)],
+                                   steps) == []
+    (kp,) = short_feedback_warnings([spec("kolen_pollack", 0.02, 20)], steps)
+    assert kp.startswith("kolen_pollack: 1 of its 1 runs") and "5,000 steps" in kp

@@ -244,3 +244,17 @@ def test_run_sweep_parameter_errors(tmp_path):
         run_sweep(protocol, scheduler="tcp://127.0.0.1:8786")
     with pytest.raises(ValueError, match="The 'n_workers' parameter must be an integer >= 0. Got -1 instead."):
         run_sweep(protocol, n_workers=-1)
+
+
+def test_planning_warns_when_ia_runs_stop_before_their_feedback_can_learn(tmp_path, caplog):
+    # tau = 0.1 / (2 * 1e-3 * 0.02) = 2,500 steps; digits with 20 probes leaves 1,777 images: 27 steps per epoch
+    sweep = {"rules": ["sgdm", "information_alignment"], "n_seeds": 1}
+    with caplog.at_level("WARNING", logger="virtual_lab.lab.executor"):
+        plan_sweep(tiny(tmp_path, sweep=sweep, training={"n_epochs": 10}))
+    (record,) = [r for r in caplog.records if "information_alignment" in r.getMessage()]
+    assert "1 of its 1 runs train fewer steps (270) than the time constant of their feedback matrices (2,500" \
+        in record.getMessage()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="virtual_lab.lab.executor"):
+        plan_sweep(tiny(tmp_path, sweep=sweep, training={"n_epochs": 93}))  # 2,511 steps
+    assert not [r for r in caplog.records if "time constant" in r.getMessage()]

@@ -165,7 +165,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
     channels : sequence of int, default=()
         Convolutional widths (empty = the architecture's default; conv architectures only).
     batch_size, n_epochs, n_checkpoints, n_probe : int
-        As in a protocol; the defaults are the quickstart's (480 steps, 21 checkpoints, 200 probes).
+        As in a protocol; the defaults give 480 steps of digits, 21 checkpoints and 200 probes.
     rules : sequence of str, default=the paper's four rules
     n_threads : int, default=2
         Torch intra-op threads for every measurement (restored afterwards).

@@ -207,12 +207,19 @@ class SweepPlan:
 
 def plan_sweep(protocol: "Protocol") -> SweepPlan:
     """Expand a protocol's sweep and cut it into populations (no training, no file access)."""
-    from virtual_lab.lab.sweep import expand_sweep
+    from virtual_lab.lab.sweep import expand_sweep, short_feedback_warnings
     from virtual_lab.sessions import GROUND_TRUTH_SESSION_ID, sanitize_id, session_path
 
     task = _load_task(protocol.task.name, protocol.task.n_probe, protocol.task.seed, protocol.task.root,
                       protocol.task.download)
     specs = tuple(expand_sweep(protocol, task.n_features, task.n_classes))
+
+    def steps_of(spec) -> int:
+        run_task = _load_task(spec.task, spec.n_probe, spec.task_seed, protocol.task.root, protocol.task.download)
+        return spec.n_epochs * (len(run_task.train_y) // spec.batch_size)
+
+    for message in short_feedback_warnings(specs, steps_of):
+        logger.warning("protocol %s: %s", protocol.name, message)
     root = protocol.recordings_dir
     paths = {s.run_id: session_path(root, sanitize_id(s.run_id), GROUND_TRUTH_SESSION_ID) for s in specs}
     if len(paths) != len(specs):

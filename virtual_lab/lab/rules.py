@@ -132,6 +132,9 @@ IA_DEFAULTS = {"ia_alpha": 2e-3, "ia_beta": 1e-3, "ia_gamma": 1e-3}
 #: Default standard deviation of node perturbation's noise on pre-activations.
 PERTURBATION_SD = 0.05
 
+#: Momentum of the ``sgdm`` optimizer (Nesterov).
+SGD_MOMENTUM = 0.9
+
 
 def get_rule(name: str) -> Rule:
     """Look up a rule by name or alias (``fa``, ``ia``, ``kp``, ``dfa``, ``oja``, ``np``, ``ss``)."""
@@ -154,6 +157,41 @@ CONV_RULES = ("sgd", "sgdm", "adam", "feedback_alignment", "information_alignmen
               "sign_symmetry")
 #: Rules defined for the contrastive paradigm: every rule whose update is a backward-sent error.
 CONTRASTIVE_RULES = tuple(name for name, rule in RULES.items() if rule.update == "backward")
+
+
+def feedback_time_constant(rule: str, learning_rate: float, *, ia_gamma: float = IA_DEFAULTS["ia_gamma"],
+                           weight_decay: float | None = None) -> float | None:
+    """Training steps over which a rule's *learned* feedback matrix ``B`` relaxes, or ``None`` when ``B`` is
+    fixed or absent.
+
+    Both rules that learn ``B`` do it slowly, through a small decay coefficient, so a short run leaves ``B`` at
+    its random draw and the network trains as feedback alignment would:
+
+    * ``information_alignment``: the decay term ``gamma ||B||^2`` of the local loss shrinks ``B`` by
+      ``2 gamma lr / (1 - momentum)`` per step once momentum has built up. ``B`` forgets its random draw and
+      settles where the amp term balances decay and null with time constant ``tau = (1 - momentum) /
+      (2 gamma lr)`` in its slowest directions (the null term speeds up those along which the layer's
+      outputs vary). With Kunin et al.'s ``gamma = 1e-3`` at lr 0.02 and Nesterov momentum 0.9,
+      ``tau = 2,500`` steps.
+    * ``kolen_pollack``: ``W`` and ``B`` receive the same update, both with weight decay ``lambda``, so
+      ``W - B`` shrinks with ``tau = (1 - momentum) / (lambda lr)``.
+
+    Examples
+    --------
+    >>> round(feedback_time_constant("information_alignment", 0.02))
+    2500
+    >>> feedback_time_constant("feedback_alignment", 0.02) is None
+    True
+    """
+    rule_ = get_rule(rule)
+    momentum = SGD_MOMENTUM if rule_.optimizer == "sgdm" else 0.0
+    if rule_.feedback == "information_alignment":
+        rate = 2.0 * ia_gamma * learning_rate
+    elif rule_.feedback == "kolen_pollack":
+        rate = (rule_.default_weight_decay if weight_decay is None else weight_decay) * learning_rate
+    else:
+        return None
+    return (1.0 - momentum) / rate if rate > 0 else float("inf")
 
 
 def undefined_reason(rule: str, architecture: str = "mlp", paradigm: str = "supervised") -> str | None:

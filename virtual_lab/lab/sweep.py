@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Sequence
+from typing import Callable, Sequence
 
-from virtual_lab.lab.rules import get_rule
+from virtual_lab.lab.rules import feedback_time_constant, get_rule
 from virtual_lab.lab.train import RunSpec
 from virtual_lab.protocol import Protocol
 from virtual_lab.seeding import derive_seed
@@ -128,3 +128,47 @@ def group_cohorts(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
     for spec in specs:
         groups[spec.cohort_key].append(spec)
     return list(groups.values())
+
+
+def short_feedback_warnings(specs: Sequence[RunSpec], steps_of: Callable[[RunSpec], int]) -> list[str]:
+    """One message per rule with a learned feedback matrix when most of its runs stop before ``B`` can change.
+
+    Information alignment and Kolen-Pollack learn ``B`` with a time constant of thousands of steps at the
+    usual coefficients (:func:`virtual_lab.lab.rules.feedback_time_constant`). A run shorter than its time
+    constant leaves ``B`` close to its random draw: the network is in effect a feedback-alignment network,
+    and a decoder cannot be expected to tell the rules apart. A message is returned when at least half of a
+    rule's runs are that short. Nothing is changed; the caller logs the messages.
+
+    Parameters
+    ----------
+    specs : sequence of RunSpec
+    steps_of : callable
+        Training steps of a run (its epochs times the batches per epoch of its task).
+    """
+    by_rule: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for spec in specs:
+        tau = feedback_time_constant(spec.rule, spec.learning_rate, ia_gamma=spec.ia_gamma,
+                                     weight_decay=spec.weight_decay)
+        if tau is not None:
+            by_rule[spec.rule].append((steps_of(spec), tau))
+    messages = []
+    for rule, runs in by_rule.items():
+        short = [(steps, tau) for steps, tau in runs if steps < tau]
+        if 2 * len(short) < len(runs):
+            continue
+        taus = sorted({tau for _, tau in short})
+        steps = sorted({s for s, _ in short})
+        what = ("(1 - momentum) / (2 ia_gamma lr)" if get_rule(rule).feedback == "information_alignment"
+                else "(1 - momentum) / (weight_decay lr)")
+        messages.append(
+            f"{rule}: {len(short)} of its {len(runs)} runs train fewer steps ({_span(steps)}) than the time "
+            f"constant of their feedback matrices ({_span(taus)} steps, {what}), so their B is still close to its "
+            f"random draw and they are hard to tell from feedback alignment; train for at least the time "
+            f"constant to let the rule act")
+    return messages
+
+
+def _span(values: Sequence[float]) -> str:
+    """``"2,500"`` or ``"1,250-5,000"`` (``"inf"`` for a feedback matrix that never converges)."""
+    low, high = f"{values[0]:,.0f}", f"{values[-1]:,.0f}"
+    return low if low == high else f"{low}-{high}"

@@ -35,14 +35,13 @@ from virtual_lab.lab.contrastive import (TEMPERATURE, augment_generator, centroi
                                          check_contrastive_rule, class_sums, evaluation_views, make_views, nt_xent,
                                          nt_xent_loss)
 from virtual_lab.lab.record import GroundTruth, depth_positions
-from virtual_lab.lab.rules import IA_DEFAULTS, PARADIGMS, PERTURBATION_SD, get_rule
+from virtual_lab.lab.rules import IA_DEFAULTS, PARADIGMS, PERTURBATION_SD, SGD_MOMENTUM, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.seeding import derive_seed, stable_hash
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_SPACINGS = ("linear", "log")
-SGD_MOMENTUM = 0.9
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 
