@@ -4,7 +4,7 @@
 # **Question.** If 96 small networks learn the same task under four different learning rules, can a
 # decoder tell which rule trained a network from what a recording rig would see of it?
 #
-# **Time.** About 2 minutes on a 2-core laptop CPU (a few seconds with `VIRTUAL_LAB_TUTORIAL_TINY=1`).
+# **Time.** About 3 minutes on a 2-core laptop CPU (a few seconds with `VIRTUAL_LAB_TUTORIAL_TINY=1`).
 #
 # This is `virtual-lab run protocols/quickstart.toml`, done in Python so that every stage is visible:
 # protocol -> training (written as NWB sessions) -> rig -> observables -> grouped cross-validation.
