@@ -307,3 +307,15 @@ def test_analysis_imports_stay_light():
     code = ("import sys, virtual_lab.analysis, virtual_lab.analysis.observables, virtual_lab.analysis.decoders;"
             "bad = [m for m in ('torch', 'sklearn', 'pynwb') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_layer_without_units_has_undefined_statistics():
+    from virtual_lab.analysis.observables import compute_observables
+    from virtual_lab.rig import Recording
+    from virtual_lab.testing import mock_ground_truth
+
+    rec = Recording.from_ground_truth(mock_ground_truth())
+    empty = rec.with_(unit_indices={**rec.unit_indices, "fc2": np.arange(0)})
+    values = compute_observables(empty, ["actraw_mean", "actsq_median", "weightraw_mean"])
+    assert np.isnan(values["fc2"][:, :2]).all() and np.isfinite(values["fc2"][:, 2]).all()
+    assert np.isfinite(values["fc1"]).all()

@@ -119,8 +119,83 @@ def test_paper_like_rig_presets_are_reproduced_exactly():
     expected = build_feature_table([rec], observables).X[:, :-3].reshape(3, 3, len(observables))
     # layers fc1, fc2 keep 5 units in the grid and 3 in apply_preset: compare the readout (3 of 4 units) only
     np.testing.assert_allclose(features[0, 0, 0, 2], expected[2], rtol=2e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="'2p-gcamp6s' uses stage.*calcium.*available for power analysis"):
-        resolve_rig("2p-gcamp6s")
+    assert resolve_rig("2p-gcamp6s")["general"] and not settings.get("general")
+
+
+# -- modality presets: the general path ------------------------------------------------------------------------------
+def _general_plan(**kw):
+    from virtual_lab.analysis.observables import _as_observables
+
+    plan = {"preset": "2p-gcamp6s", "layers": ("fc1", "fc2"), "units": (3, 24), "noise": (0.0, 0.5),
+            "sessions": (2, 4), "rig_seeds": (7, 8), "cap_units": True, "noise_param": "noise.sd",
+            "has_checkpoints": True, "observables": _as_observables(["actraw_median", "actabs_mean"])}
+    plan.update(kw)
+    return plan
+
+
+def test_modality_presets_are_observed_by_apply_preset_itself_at_every_grid_point():
+    from virtual_lab.analysis.observables import compute_observables
+    from virtual_lab.analysis.power import compute_preset_grid_features
+    from virtual_lab.rig.presets import apply_preset
+
+    gt = synthetic_ground_truth("a", 2)
+    plan = _general_plan()
+    blocks = compute_preset_grid_features(gt, plan)
+    assert [b.shape for b in blocks] == [(2, 2, 2, 2, 2, 2), (2, 2, 2, 2, 4, 2)]
+    # rig seed 8, 24 units (fc1 has 24: all; fc2 has 24), relative noise 0.5, 4 sessions
+    rec = apply_preset(gt, "2p-gcamp6s", seed=derive_seed(8, gt.run_id), n_units=24, noise_sd=0.5,
+                       noise_relative=True, n_checkpoints=4, units__cap=True, units__layers=("fc1", "fc2"))
+    expected = compute_observables(rec, plan["observables"])
+    for l_i, layer in enumerate(("fc1", "fc2")):
+        np.testing.assert_array_equal(blocks[1][1, 1, 1, l_i], expected[layer].astype(np.float32))
+    # 3 units of a calcium rig: the same units at every noise level, different from another rig seed's
+    assert not np.array_equal(blocks[0][0, 0, 0], blocks[0][1, 0, 0])
+    # the noise axis can set any numeric preset parameter instead
+    louder = compute_preset_grid_features(gt, _general_plan(noise_param="calcium.noise_level", noise=(1.0, 50.0)))
+    assert np.isfinite(louder[1]).all() and not np.allclose(louder[1][:, :, 0], louder[1][:, :, 1])
+
+
+def test_a_layer_left_without_units_gives_undefined_features_not_an_error():
+    from virtual_lab.analysis.power import compute_preset_grid_features
+
+    gt = synthetic_ground_truth("b", 3)
+    # chronic tracking that never finds a unit again: every activity statistic of the later sessions is undefined
+    from virtual_lab.rig.presets import load_preset
+
+    lost = load_preset("neuropixels-chronic").with_params({"tracking.found_probability": 0.0})
+    blocks = compute_preset_grid_features(gt, _general_plan(preset=lost, noise=(0.0,), units=(5,),
+                                                            rig_seeds=(1,), sessions=(3,)))
+    assert np.isnan(blocks[0]).all()
+
+
+def test_power_analysis_through_a_calcium_rig(population):
+    # CASCADE noise level 1 is an excellent recording; at 1e5 %/sqrt(s) the mean dF/F of a presentation has an
+    # SD near 10, several times the responses. Only the mean response is decoded: shot noise grows with
+    # sqrt(dF/F + 1), so statistics of |dF/F| would still carry the rule through the noise's own size.
+    result = power_analysis(population, units=[2, 24], noise=[1.0, 1e5], sessions=[6], rig="2p-gcamp6s",
+                            noise_param="calcium.noise_level", layers=["fc1", "fc2"], observables=["actraw_mean"],
+                            decoder="logistic", n_splits=5, rig_seeds=1, seed=3, n_jobs=1, n_bootstrap=500)
+    assert result.provenance["rig"]["general"] and result.provenance["noise_axis"] == "calcium.noise_level"
+    assert result.provenance["observables"] == ["actraw_mean"]
+    good, drowned = result.accuracy[1, 0, 0], result.accuracy[1, 1, 0]
+    assert good > 0.9 and drowned < 0.75
+    assert "using 2p-gcamp6s at calcium.noise_level = 1, record >= 24 neurons" in result.sentence
+
+
+def test_general_path_inputs_are_checked_before_any_work(population):
+    with pytest.raises(ValueError, match="observes one timepoint .* use sessions=\\[1\\]"):
+        power_analysis(population, units=[4], noise=[0.0], sessions=[3], rig="em-snapshot", n_jobs=1)
+    with pytest.raises(ValueError, match="needs a rig preset .* not the built-in rig 'paper'"):
+        power_analysis(population, units=[4], noise=[1.0], sessions=[3], noise_param="calcium.noise_level")
+    with pytest.raises(ValueError, match="unknown key calcium.noise_levl; did you mean 'calcium.noise_level'"):
+        power_analysis(population, units=[4], noise=[1.0], sessions=[3], rig="2p-gcamp6s",
+                       noise_param="calcium.noise_levl")
+    with pytest.raises(ValueError, match="other than the units and checkpoints the grid sets"):
+        power_analysis(population, units=[4], noise=[1.0], sessions=[3], rig="2p-gcamp6s",
+                       noise_param="units.fraction")
+    with pytest.raises(ValueError, match="measures weight, and none of the observables"):
+        power_analysis(population, units=[4], noise=[0.0], sessions=[1], rig="em-snapshot", n_jobs=1,
+                       observables=["actraw_mean"])
 
 
 # -- the done-when checks --------------------------------------------------------------------------------------------

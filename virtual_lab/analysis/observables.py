@@ -325,6 +325,10 @@ def compute_observables(recording: Recording, observables: Sequence[Observable |
                 raw = recording.activations(layer)        # (T, S, U)
             else:
                 raw = recording.activity_change(layer)    # (T, S)
+            if raw.size == 0:  # no unit or synapse left (e.g. none tracked across sessions): undefined
+                for columns in by_function.values():
+                    values[:, [column for column, _ in columns]] = np.nan
+                continue
             if measure == "gradavg":  # "id": the function of g_b, averaged over stimuli
                 transformed = _transformed(raw.astype(np.float64), {f: frozenset() for f in by_function})
                 for function, columns in by_function.items():

@@ -19,6 +19,14 @@ So each session is read once (in worker processes, a bounded number at a time), 
 with the number of networks only through those arrays. :func:`compute_grid_features` is that reduction;
 ``tests/test_power.py`` checks it equals ``build_feature_table(observe(...))`` at every grid point.
 
+Modality presets (spiking, sorting, tracking, calcium imaging, EM, spine imaging) go through the general
+path, :func:`compute_preset_grid_features`: at every (rig seed, units, noise, sessions) point the session is
+observed with :func:`virtual_lab.rig.presets.apply_preset` itself -- the grid's units replace the preset's
+``[units]`` stage, its sessions the ``[checkpoints]`` count, and its noise axis sets one preset parameter
+(extra Gaussian noise relative to each measure's SD, ``noise.sd``, by default; or e.g.
+``calcium.noise_level``) -- so nothing is shared but nothing is approximated either. It costs one preset
+application per grid point and session; the observables are those the modality measures.
+
 Statistics
 ----------
 - **Accuracy** at a grid point: network level (a network's layers are combined into one prediction, see
@@ -41,6 +49,7 @@ seeds; see the README).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import logging
@@ -64,7 +73,8 @@ from virtual_lab.seeding import derive_seed, resolve_seed
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PowerResult", "RIG_PRESETS", "compute_grid_features", "power_analysis", "wilson_interval",
+__all__ = ["PowerResult", "RIG_PRESETS", "compute_grid_features", "compute_preset_grid_features", "power_analysis",
+           "wilson_interval",
            "animals_to_certify", "binomial_chance", "observe_seeds"]
 
 #: Rig settings built into the power analysis (the paper-equivalent rig of :func:`virtual_lab.rig.observe`).
@@ -268,15 +278,14 @@ def resolve_rig(rig: str | Mapping[str, Any] | None) -> dict[str, Any]:
     if rig in RIG_PRESETS:
         return {"name": rig, "noise_measures": ("weight", "act", "gradavg"), "seeding": "observe", **RIG_PRESETS[rig]}
     available = list(RIG_PRESETS)
-    # hook for the rig presets of virtual_lab.rig.presets: only presets the paper-equivalent engine can
-    # reproduce exactly are accepted (modality models need the general path, not built yet)
+    # the rig presets of virtual_lab.rig.presets: those made of paper-equivalent stages take the shared fast
+    # path, modality presets the general one (see the module docstring); a preset file path works too
     extra = _external_presets()
     if rig in extra:
-        if isinstance(extra[rig], str):
-            supported = available + [n for n, v in extra.items() if not isinstance(v, str)]
-            raise ValueError(f"{extra[rig]}; available for power analysis: {', '.join(supported)}")
         return extra[rig]
-    available += [n for n, v in extra.items() if not isinstance(v, str)]
+    if rig.endswith(".toml") and Path(rig).is_file():
+        return general_rig(rig)
+    available += list(extra)
     close = difflib.get_close_matches(rig, available, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(f"unknown rig preset {rig!r}; available for power analysis: {', '.join(available)}.{hint}")
@@ -297,9 +306,7 @@ def _external_presets() -> dict[str, dict[str, Any]]:
         preset = load_preset(name)
         other = [stage for stage in preset.stages if stage not in POWER_STAGES]
         if other:
-            found[name] = (f"rig preset {name!r} uses stage(s) {', '.join(other)}, which the power analysis does not "
-                           f"simulate yet (it varies units, noise and sessions of the paper-equivalent stages "
-                           f"{', '.join(POWER_STAGES)})")
+            found[name] = general_rig(name)
             continue
         synapses = preset.stages.get("synapses", {}).get("fraction", 1.0)
         noise = preset.stages.get("noise", {})
@@ -309,6 +316,97 @@ def _external_presets() -> dict[str, dict[str, Any]]:
                        "noise_measures": tuple(noise.get("measures", ("weight", "act", "gradavg"))),
                        "seeding": "preset"}
     return found
+
+
+def general_rig(preset: str) -> dict[str, Any]:
+    """Power settings of a rig preset observed through :func:`virtual_lab.rig.presets.apply_preset` at every
+    grid point (the general path)."""
+    from virtual_lab.rig.presets import load_preset
+
+    loaded = load_preset(preset)
+    return {"name": loaded.name, "description": loaded.description, "preset": loaded.path or preset,
+            "general": True, "noise_relative": True, "synapse_fraction": None,
+            "noise_measures": ("weight", "act", "gradavg"), "seeding": "preset", "stages": list(loaded.stages)}
+
+
+#: Noise axis of the general path unless ``noise_param`` says otherwise: extra Gaussian measurement noise,
+#: relative to each measure's SD, after the modality (the preset's ``[noise]`` stage).
+DEFAULT_NOISE_PARAM = "noise.sd"
+
+
+def _preset_overrides(plan: Mapping[str, Any], units: int, noise_value: float, sessions: int) -> dict[str, Any]:
+    """``apply_preset`` overrides of one grid point of the general path."""
+    overrides: dict[str, Any] = {"units__n_units": int(units), "units__fraction": 1.0,
+                                 "units__cap": bool(plan["cap_units"]), "units__layers": tuple(plan["layers"])}
+    if plan["has_checkpoints"]:
+        overrides["checkpoints__n_checkpoints"] = int(sessions)
+    key = plan["noise_param"]
+    if key == DEFAULT_NOISE_PARAM:
+        overrides["noise__relative"] = True
+    overrides[key.replace(".", "__")] = noise_value
+    return overrides
+
+
+def compute_preset_grid_features(ground_truth: GroundTruth, plan: Mapping[str, Any]) -> list[np.ndarray]:
+    """Observables of one session at every grid point of the general path (modality presets).
+
+    Each value is exactly ``compute_observables(apply_preset(ground_truth, preset,
+    seed=derive_seed(rig_seed, run_id), **overrides))`` for the grid point's overrides
+    (:func:`_preset_overrides`). A grid point whose observation leaves a layer without units (e.g. no unit
+    tracked across every session) gives NaN features there, which the decoding step drops with a warning.
+
+    Returns
+    -------
+    list of ndarray of float32
+        One array per session count, shape (n_rig_seeds, n_units, n_noise, n_layers, sessions, n_observables).
+    """
+    from virtual_lab.rig.presets import apply_preset
+
+    layers, observables = tuple(plan["layers"]), plan["observables"]
+    with _silenced("virtual_lab.rig.tracking"):  # a layer lost at one grid point: NaN, counted when decoding
+        return _preset_grid(ground_truth, plan, layers, observables, apply_preset)
+
+
+@contextlib.contextmanager
+def _silenced(logger_name: str):
+    """Drop the records of one logger while the grid runs (restored afterwards)."""
+    target = logging.getLogger(logger_name)
+    drop = lambda record: False  # noqa: E731
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)
+
+
+def _preset_grid(ground_truth, plan, layers, observables, apply_preset) -> list[np.ndarray]:
+    out = []
+    for k in plan["sessions"]:
+        n_t = k if plan["has_checkpoints"] else 1
+        block = np.full((len(plan["rig_seeds"]), len(plan["units"]), len(plan["noise"]), len(layers), n_t,
+                         len(observables)), np.nan, dtype=np.float32)
+        for r, rig_seed in enumerate(plan["rig_seeds"]):
+            network_seed = derive_seed(int(rig_seed), ground_truth.run_id)
+            for u_i, units in enumerate(plan["units"]):
+                for z_i, value in enumerate(plan["noise"]):
+                    recording = apply_preset(ground_truth, plan["preset"], seed=network_seed,
+                                             **_preset_overrides(plan, units, value, k))
+                    for l_i, layer in enumerate(layers):
+                        stats = compute_observables(_OneLayer(recording, layer), observables)[layer]
+                        block[r, u_i, z_i, l_i] = stats.astype(np.float32)
+        out.append(block)
+    return out
+
+
+class _OneLayer:
+    """A recording seen through one of its layers (for :func:`compute_observables`)."""
+
+    def __init__(self, recording: Recording, layer: str):
+        self._recording, self.layer_names, self.n_checkpoints = recording, (layer,), recording.n_checkpoints
+        self.measures = recording.measures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._recording, name)
 
 
 # -- the reduction: one session -> features at every grid point ------------------------------------------------------
@@ -527,6 +625,9 @@ def _reduce_session(source: GroundTruth | str | os.PathLike, plan: dict[str, Any
         info["problem"] = problem
         return info
     if ground_truth.diverged:
+        return info
+    if plan.get("general"):
+        info["features"] = compute_preset_grid_features(ground_truth, plan)
         return info
     info["features"] = compute_grid_features(
         ground_truth, unit_counts=plan["unit_counts"], noise_sds=plan["noise"],
@@ -781,8 +882,12 @@ def _confused_pairs(confusion: np.ndarray, classes: Sequence[str], target: float
     return sorted(pairs, key=lambda p: -p["confusion_rate"])
 
 
+def _sessions(k: int) -> str:
+    return "1 session" if k == 1 else f"{k} sessions"
+
+
 def _recommend(units, noise, sessions, accuracy, ci_low, ci_high, confusion, classes, target, confidence, rig_name,
-               chance, noise_unit: str = "") -> dict[str, Any]:
+               chance, noise_unit: str = "", noise_name: str | None = None) -> dict[str, Any]:
     rules_text = "{" + ", ".join(short_rule(c) for c in classes) + "}"
     what = (f"To tell {short_rule(classes[0])} from {short_rule(classes[1])}" if len(classes) == 2
             else f"To identify {rules_text}")
@@ -819,8 +924,8 @@ def _recommend(units, noise, sessions, accuracy, ci_low, ci_high, confusion, cla
         best = float(accuracy[u_i, n_i, s_i])
         sentence = (f"No tested protocol reaches {percent} accuracy {what[0].lower() + what[1:]} "
                     f"using {rig_name}: the best was {best:.2f} [{ci_low[u_i, n_i, s_i]:.2f}, "
-                    f"{ci_high[u_i, n_i, s_i]:.2f}] with {units[u_i]} neurons per layer in {sessions[s_i]} sessions "
-                    f"at noise {noise[n_i]:g} (chance {chance['chance']:.2f}, significance threshold "
+                    f"{ci_high[u_i, n_i, s_i]:.2f}] with {units[u_i]} neurons per layer in {_sessions(sessions[s_i])} "
+                    f"at {noise_name or 'noise'} {noise[n_i]:g} (chance {chance['chance']:.2f}, significance threshold "
                     f"{chance['threshold']:.2f}).")
         return {"reached": False, "basis": None, "units": None, "sessions": None, "noise": None,
                 "best": {"units": units[u_i], "noise": noise[n_i], "sessions": sessions[s_i], "accuracy": best,
@@ -830,20 +935,58 @@ def _recommend(units, noise, sessions, accuracy, ci_low, ci_high, confusion, cla
     n_i, kind, u_i, s_i = choice
     acc = float(accuracy[u_i, n_i, s_i])
     animals = animals_to_certify(acc, target, confidence)
-    noise_text = (f" at measurement noise up to {noise[n_i]:g}{noise_unit}" if noise[n_i] > 0
-                  else " without measurement noise")
+    if noise_name is not None:
+        noise_text = f" at {noise_name} = {noise[n_i]:g}"
+    else:
+        noise_text = (f" at measurement noise up to {noise[n_i]:g}{noise_unit}" if noise[n_i] > 0
+                      else " without measurement noise")
     certified = (f"certified with >= {animals} animals" if animals is not None
                  else "not certifiable: the observed accuracy is not above the target")
     caveat = "" if kind == "conservative" else (
         f" (point estimate only: the {confidence:.0%} lower bound {ci_low[u_i, n_i, s_i]:.2f} is below the target "
         f"with these {{n}} networks)")
     sentence = (f"{what} with >= {percent} accuracy using {rig_name}{noise_text}, record >= {units[u_i]} neurons "
-                f"per layer in each of >= {sessions[s_i]} sessions; {certified}{caveat}. Accuracy there: {acc:.2f} "
+                f"per layer in each of >= {_sessions(sessions[s_i])}; {certified}{caveat}. Accuracy there: {acc:.2f} "
                 f"[{ci_low[u_i, n_i, s_i]:.2f}, {ci_high[u_i, n_i, s_i]:.2f}].")
     return {"reached": True, "basis": kind, "units": units[u_i], "sessions": sessions[s_i], "noise": noise[n_i],
             "accuracy": acc, "ci": [float(ci_low[u_i, n_i, s_i]), float(ci_high[u_i, n_i, s_i])],
             "animals": animals, "confused_pairs": _confused_pairs(confusion[u_i, n_i, s_i], classes, target),
             "per_noise": table, "sentence": sentence}
+
+
+def _check_noise_param(settings: Mapping[str, Any], noise: Sequence[float]) -> None:
+    """A clear error before any work when the noise axis names a parameter the preset cannot take."""
+    from virtual_lab.rig.presets import load_preset
+
+    key = settings["noise_param"]
+    stage = key.split(".", 1)[0]
+    if "." not in key or stage in ("units", "checkpoints"):
+        raise ValueError(f"noise_param must be a preset parameter 'stage.key' other than the units and "
+                         f"checkpoints the grid sets (e.g. 'noise.sd', 'calcium.noise_level'), got {key!r}")
+    preset = load_preset(settings["preset"])
+    try:
+        for value in noise:
+            preset.with_params({key: value})
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"noise_param {key!r} for rig preset {settings['name']!r}: {error}") from None
+
+
+def _measured_observables(ground_truth: GroundTruth, plan: Mapping[str, Any], observables: Sequence[Observable],
+                          rig_name: str) -> tuple[Observable, ...]:
+    """The observables whose measure the preset records (a calcium rig sees activity, EM sees weights)."""
+    from virtual_lab.rig.presets import apply_preset
+
+    recording = apply_preset(ground_truth, plan["preset"], seed=0, **_preset_overrides(
+        plan, plan["units"][0], plan["noise"][0], plan["sessions"][0]))
+    kept = tuple(o for o in observables if o.measure in recording.measures)
+    if not kept:
+        raise ValueError(f"rig preset {rig_name!r} measures {', '.join(recording.measures)}, and none of the "
+                         f"observables asked for uses it")
+    dropped = sorted({o.measure for o in observables} - set(recording.measures))
+    if dropped:
+        logger.info("rig preset %s does not measure %s: %d of %d observables kept", rig_name, ", ".join(dropped),
+                    len(kept), len(observables))
+    return kept
 
 
 # -- the analysis ----------------------------------------------------------------------------------------------------
@@ -860,7 +1003,8 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
                    rig_seeds: int | Sequence[int] = 2, decoder: str | Any = "linear_svm", seed: int | None = 0,
                    cap_units: bool = False, layers: Sequence[str] | None = None,
                    observables: str | Sequence[Observable | str] = "admissible", confidence: float = 0.95,
-                   n_bootstrap: int = 2000, n_jobs: int = -1, progress: bool = False) -> PowerResult:
+                   n_bootstrap: int = 2000, n_jobs: int = -1, progress: bool = False,
+                   noise_param: str | None = None) -> PowerResult:
     """Simulate the experiment over a grid of recording protocols and say which one suffices.
 
     Parameters
@@ -872,7 +1016,8 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         Units recorded per layer. A value above a layer's size is skipped with a message unless
         ``cap_units`` (then that layer records all its units; values that become identical are skipped).
     noise : sequence of float
-        Measurement noise SD (relative to each measure's SD for the rig presets with ``noise_relative``).
+        Measurement noise SD (relative to each measure's SD for the rig presets with ``noise_relative``), or
+        the values of ``noise_param``.
     sessions : sequence of int
         Checkpoints observed over learning, evenly spaced, first and last included. Values above the
         recorded number of checkpoints are skipped with a message.
@@ -885,7 +1030,9 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         Grouped cross-validation splits per grid point and rig seed.
     test_fraction : float, default=0.25
     rig : str or dict, optional
-        Rig preset (see :func:`resolve_rig`); default ``"paper"``.
+        Rig preset (see :func:`resolve_rig`); default ``"paper"``. Modality presets (``"2p-gcamp6s"``,
+        ``"neuropixels-chronic"``, ``"em-snapshot"``...) and preset file paths take the general path (module
+        docstring): slower, one preset application per grid point and session.
     rig_seeds : int or sequence of int, default=2
         Number of rig repeats (seeds derived from ``seed``) or explicit seeds. Each repeat draws new units
         and new noise for every network; one set serves every noise level.
@@ -904,6 +1051,11 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
     n_jobs : int, default=-1
         Worker processes (-1: all cores) for reading sessions and for decoding grid points.
     progress : bool, default=False
+    noise_param : str, optional
+        The preset parameter the noise axis sets, as ``"stage.key"`` (e.g. ``"calcium.noise_level"``, the
+        CASCADE noise level of a two-photon preset, or ``"spiking.window_s"``). Default: ``"noise.sd"``, extra
+        Gaussian noise relative to each measure's SD after the modality. Only for rig presets of
+        :mod:`virtual_lab.rig.presets`.
 
     Returns
     -------
@@ -946,6 +1098,19 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         from virtual_lab.analysis.decoders import make_decoder
         make_decoder(decoder)  # did-you-mean on a typo, before any work
     rig_settings = resolve_rig(rig)
+    if noise_param is not None and not rig_settings.get("general"):
+        if rig_settings.get("seeding") != "preset":
+            raise ValueError(f"noise_param ({noise_param!r}) needs a rig preset of virtual_lab.rig.presets "
+                             f"(protocols/rigs), not the built-in rig {rig_settings['name']!r}")
+        rig_settings = general_rig(rig_settings["name"])
+    general = bool(rig_settings.get("general"))
+    if general:
+        rig_settings = {**rig_settings, "noise_param": noise_param or DEFAULT_NOISE_PARAM}
+        _check_noise_param(rig_settings, noise)
+    has_checkpoints = not general or "em" not in rig_settings["stages"]
+    if not has_checkpoints and tuple(sessions) != (1,):
+        raise ValueError(f"rig preset {rig_settings['name']!r} observes one timepoint (an EM snapshot); use "
+                         f"sessions=[1] (--sessions 1), got {list(sessions)}")
     n_workers = (os.cpu_count() or 1) if n_jobs < 0 else int(n_jobs)
 
     sources = _session_sources(recordings)
@@ -1006,6 +1171,11 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
             "synapse_fraction": rig_settings["synapse_fraction"], "observables": observables, "rules": None,
             "noise_measures": tuple(rig_settings["noise_measures"]), "seeding": rig_settings["seeding"],
             "layout": {"n_checkpoints": n_t, "layer_sizes": sizes}}
+    if general:
+        plan.update(general=True, preset=rig_settings["preset"], units=tuple(unit_values), sessions=tuple(
+            session_values), cap_units=bool(cap_units), noise_param=rig_settings["noise_param"],
+            has_checkpoints=has_checkpoints)
+        observables = plan["observables"] = _measured_observables(first_gt, plan, observables, rig_settings["name"])
     if requested_rules is not None and all(isinstance(s, GroundTruth) for s in sources):
         plan["rules"] = _resolve_rules(requested_rules, sorted({s.rule for s in sources}))
     del first_gt
@@ -1033,7 +1203,10 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
     ids = [i["run_id"] for i in used]
     if len(set(ids)) != len(ids):
         raise ValueError("recordings: two sessions have the same run id; each network must appear once")
-    features = np.stack([i["features"] for i in used])  # (N, R, U, Z, L, T, O)
+    if general:  # one (N, R, U, Z, L, K, O) array per session count
+        per_sessions = [np.stack([i["features"][s_i] for i in used]) for s_i in range(len(session_values))]
+    else:
+        features = np.stack([i["features"] for i in used])  # (N, R, U, Z, L, T, O)
     del reduced
     net_rule = np.array([i["rule"] for i in used], dtype=str)
     net_ids = np.array(ids, dtype=str)
@@ -1053,8 +1226,11 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
 
     def job(u_i, n_i, s_i, r):
         k = session_values[s_i]
-        cols = [column_of[int(t)] for t in positions[k]]
-        block = features[:, r, u_i, n_i][:, :, cols, :]  # (N, L, K, O)
+        if general:
+            block = per_sessions[s_i][:, r, u_i, n_i]  # (N, L, K, O)
+        else:
+            cols = [column_of[int(t)] for t in positions[k]]
+            block = features[:, r, u_i, n_i][:, :, cols, :]  # (N, L, K, O)
         X = np.hstack([block.reshape(n_net * n_layers, -1).astype(np.float64), onehot])
         return delayed(_decode_point)(X, rule_col, net_col, layer_col, depth_col, names[k], decoder, n_splits,
                                       test_fraction, split_seeds[r])
@@ -1066,7 +1242,10 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         outputs.append(output)
         bar.update(1)
     bar.close()
-    del features
+    if general:
+        del per_sessions
+    else:
+        del features
 
     # collect: tidy rows, per-network correctness, confusion
     classes = tuple(sorted(chosen_rules))
@@ -1120,16 +1299,21 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
     ci_low[valid], ci_high[valid] = np.nanquantile(boot[valid], [alpha / 2, 1 - alpha / 2], axis=-1)
     chance = binomial_chance(n_net, len(classes), confidence)
     thresholds = _thresholds(units, noise, sessions, accuracy, ci_low, boot, target, confidence)
+    noise_param = rig_settings.get("noise_param")
     recommendation = _recommend(units, noise, sessions, accuracy, ci_low, ci_high, confusion, classes, target,
                                 confidence, rig_settings["name"], chance,
-                                " x signal SD" if rig_settings["noise_relative"] else "")
+                                " x signal SD" if rig_settings["noise_relative"] else "",
+                                noise_name=None if noise_param in (None, DEFAULT_NOISE_PARAM) else noise_param)
     recommendation["sentence"] = recommendation["sentence"].replace("{n}", str(n_net))
 
     from virtual_lab import __version__
     provenance = {
         "seed": seed, "rig_seeds": list(rig_seed_list), "split_seeds": list(split_seeds),
         "bootstrap_seed": derive_seed(seed, "bootstrap"), "n_bootstrap": int(n_bootstrap),
-        "network_rig_seed": "derive_seed(rig_seed, run_id), split by observe() into units/synapses/noise/checkpoints",
+        "network_rig_seed": ("derive_seed(rig_seed, run_id), passed to apply_preset (each stage: "
+                             "derive_seed(seed, stage))" if general else
+                             "derive_seed(rig_seed, run_id), split by observe() into units/synapses/noise/checkpoints"),
+        "noise_axis": noise_param or ("noise SD (x signal SD)" if rig_settings["noise_relative"] else "noise SD"),
         "rig": rig_settings, "decoder": decoder if isinstance(decoder, str) else type(decoder).__name__,
         "n_splits": int(n_splits), "test_fraction": float(test_fraction), "cap_units": bool(cap_units),
         "layers": list(layers), "layer_sizes": list(sizes), "observables": [o.name for o in observables],

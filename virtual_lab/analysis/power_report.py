@@ -25,6 +25,16 @@ from virtual_lab.analysis.power import PowerResult, short_rule
 __all__ = ["write_power_report", "plot_heatmap", "plot_units", "plot_sessions", "plot_confusion_at"]
 
 
+
+def _noise_axis(result) -> str:
+    """What the noise axis of a power analysis varies (older results: the paper rig's noise SD)."""
+    return str(result.provenance.get("noise_axis", "noise SD"))
+
+
+def _noise_short(result) -> str:
+    axis = _noise_axis(result)
+    return "noise" if axis.startswith("noise SD") else axis
+
 def _plt():
     import matplotlib
 
@@ -60,7 +70,7 @@ def plot_heatmap(result: PowerResult, path: Path) -> Path:
                     fontweight="bold" if bold else "normal")
         ax.set_xticks(range(len(result.noise)), [f"{v:g}" for v in result.noise])
         ax.set_yticks(range(len(result.units)), [str(u) for u in result.units])
-        ax.set_xlabel("noise SD")
+        ax.set_xlabel(_noise_axis(result))
         if s_i == 0:
             ax.set_ylabel("units per layer")
         ax.set_title(f"{k} sessions", fontsize=9)
@@ -92,7 +102,7 @@ def plot_units(result: PowerResult, path: Path) -> Path:
                 continue
             low, high = result.ci_low[ok, n_i, s_i], result.ci_high[ok, n_i, s_i]
             ax.errorbar(units[ok], acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
-                        label=f"noise {sd:g}")
+                        label=f"{_noise_short(result)} {sd:g}")
         ax.set_xscale("log")
         ax.set_xlabel("units per layer")
         ax.set_title(f"{k} sessions", fontsize=9)
@@ -119,7 +129,7 @@ def plot_sessions(result: PowerResult, path: Path) -> Path:
             continue
         low, high = result.ci_low[u_i, n_i, ok], result.ci_high[u_i, n_i, ok]
         ax.errorbar(sessions[ok], acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
-                    label=f"noise {sd:g}")
+                    label=f"{_noise_short(result)} {sd:g}")
     ax.set_xlabel("sessions (checkpoints observed, evenly spaced)")
     ax.set_ylabel("network accuracy")
     ax.set_title(f"{point['units']} units per layer", fontsize=9)
@@ -147,7 +157,8 @@ def plot_confusion_at(result: PowerResult, path: Path) -> Path:
     ax.set_ylabel("true rule")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.6 else "black")
-    ax.set_title(f"{point['units']} units, noise {point['noise']:g}, {point['sessions']} sessions", fontsize=9)
+    ax.set_title(f"{point['units']} units, {_noise_short(result)} {point['noise']:g}, {point['sessions']} sessions",
+                 fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -221,7 +232,7 @@ at which the 95% Wilson lower bound at the observed accuracy reaches the target.
 <div style="display:flex;gap:1em"><img src="power_sessions.png" alt="accuracy vs sessions" style="max-width:55%">
 <img src="power_confusion.png" alt="confusion" style="max-width:42%"></div>
 <h2>Smallest number of units reaching {result.target:.0%}</h2>
-<table><tr><th>noise</th><th>sessions</th><th>point estimate</th><th>conservative (lower bound)</th>
+<table><tr><th>{html.escape(_noise_short(result))}</th><th>sessions</th><th>point estimate</th><th>conservative (lower bound)</th>
 <th>{result.confidence:.0%} interval (bootstrap)</th></tr>{''.join(rows)}</table>
 {f'<h2>Skipped grid values</h2><ul>{skipped}</ul>' if skipped else ''}
 <p>Monotonicity: {len(violations)} grid neighbour(s) where more units, less noise or more sessions

@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
         args.recordings, units=args.units, noise=args.noise, sessions=args.sessions, rules=rules,
         target=args.target, n_splits=args.splits, rig=args.rig, rig_seeds=args.rig_seeds, decoder=args.decoder,
         seed=args.seed, cap_units=args.cap_units, layers=args.layers, observables=args.observables,
-        n_jobs=args.jobs, progress=not args.quiet)
+        n_jobs=args.jobs, progress=not args.quiet, noise_param=args.noise_param)
     out = args.out if args.out is not None else Path(args.recordings) / f"power-{result.provenance['rig']['name']}"
     paths = write_power_report(result, out)
     elapsed = time.perf_counter() - started
@@ -67,12 +67,20 @@ def add_parser(subparsers) -> None:
                "  virtual-lab power recordings/quickstart --rig paper --units 5,10,30,60,120 --cap-units \\\n"
                "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --target 0.9 --out /tmp/power\n"
                "  virtual-lab power recordings/quickstart --units 10,100 --layers fc1,fc2 --noise 0,1 "
-               "--sessions 5,21 --pair fa,ia",
+               "--sessions 5,21 --pair fa,ia\n"
+               "  virtual-lab power recordings/quickstart --rig 2p-gcamp6s --layers fc1,fc2 --units 10,30,100 \\\n"
+               "      --noise-param calcium.noise_level --noise 1,2,4,8 --sessions 3,7 --rig-seeds 1\n\n"
+               "Modality presets (spiking, sorting, tracking, calcium, EM, spines) apply the preset itself at every\n"
+               "grid point: slower than the paper rig, so start with a small grid.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recordings", type=Path, help="folder of ground-truth NWB sessions (searched recursively)")
     parser.add_argument("--rig", default="paper", help="rig preset (default: paper; an unknown name lists them)")
     parser.add_argument("--units", type=_ints, required=True, help="units recorded per layer, e.g. 10,30,100")
-    parser.add_argument("--noise", type=_floats, required=True, help="noise SD levels, e.g. 0,0.5,1,2")
+    parser.add_argument("--noise", type=_floats, required=True,
+                        help="noise SD levels, e.g. 0,0.5,1,2 (or values of --noise-param)")
+    parser.add_argument("--noise-param", default=None, metavar="STAGE.KEY",
+                        help="preset parameter the noise axis sets, e.g. calcium.noise_level (default: noise.sd, "
+                             "extra Gaussian noise in units of each measure's SD; rig presets of protocols/rigs)")
     parser.add_argument("--sessions", type=_ints, required=True,
                         help="sessions (checkpoints observed, evenly spaced), e.g. 3,5,10,21")
     parser.add_argument("--rules", type=_names, default=None, help="rules to tell apart (default: all recorded)")

@@ -4,7 +4,7 @@ A preset file (``protocols/rigs/<name>.toml``) has a ``name``, a ``description``
 applied in this fixed order (absent stages are skipped)::
 
     checkpoints  keep_checkpoints(n_checkpoints, spacing)        sessions over learning
-    units        keep_units(n_units | fraction)                  neurons within reach of the rig
+    units        keep_units(n_units | fraction, cap, layers)     neurons within reach of the rig
     spiking      spike_counts(...)                               rates -> spike counts per presentation
     sorting      sort_spikes(...)                                recall vs SNR, contamination, merges, splits
     tracking     track_units(found_probability, swap_probability)  chronic identity across sessions
@@ -57,10 +57,12 @@ def _checkpoints(rec: Recording, *, n_checkpoints: int = 0, spacing: str = "even
     return rec if n_checkpoints == 0 else keep_checkpoints(rec, n_checkpoints, spacing=spacing, seed=seed)
 
 
-def _units(rec: Recording, *, n_units: int = 0, fraction: float = 1.0, seed: int) -> Recording:
+def _units(rec: Recording, *, n_units: int = 0, fraction: float = 1.0, cap: bool = False,
+           layers: tuple[str, ...] = (), seed: int) -> Recording:
+    chosen = tuple(layers) or None
     if n_units:
-        return keep_units(rec, n_units=n_units, seed=seed)
-    return rec if fraction == 1.0 else keep_units(rec, fraction=fraction, seed=seed)
+        return keep_units(rec, n_units=n_units, seed=seed, layers=chosen, cap=cap)
+    return rec if fraction == 1.0 else keep_units(rec, fraction=fraction, seed=seed, layers=chosen)
 
 
 def _synapses(rec: Recording, *, fraction: float = 1.0, seed: int) -> Recording:

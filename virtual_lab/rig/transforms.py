@@ -23,7 +23,7 @@ def _check_fraction(name: str, value: float) -> float:
 
 
 def keep_units(recording: Recording, n_units: int | None = None, fraction: float | None = None,
-               seed: int | None = None, layers: Sequence[str] | None = None) -> Recording:
+               seed: int | None = None, layers: Sequence[str] | None = None, cap: bool = False) -> Recording:
     """Keep a random subset of each layer's units, the same units at every checkpoint.
 
     Parameters
@@ -37,6 +37,8 @@ def keep_units(recording: Recording, n_units: int | None = None, fraction: float
         Sampling seed; unit choice depends only on (seed, layer index), never on noise settings.
     layers : sequence of str, optional
         Only subsample these layers (the others keep their current units). Default: every layer.
+    cap : bool, default=False
+        With ``n_units``: a layer with fewer units keeps all of them instead of being an error.
 
     Returns
     -------
@@ -57,16 +59,16 @@ def keep_units(recording: Recording, n_units: int | None = None, fraction: float
         if n_units is not None:
             if isinstance(n_units, bool) or not isinstance(n_units, numbers.Integral) or n_units < 1:
                 raise ValueError(f"n_units must be a positive integer, got {n_units!r}")
-            if n_units > len(current):
+            if n_units > len(current) and not cap:
                 raise ValueError(f"n_units={n_units} is more than layer {layer!r} has "
-                                 f"({len(current)} units available)")
-            count = int(n_units)
+                                 f"({len(current)} units available); cap=True keeps all of a smaller layer")
+            count = min(int(n_units), len(current))
         else:
             count = int(np.ceil(_check_fraction("fraction", fraction) * len(current)))
         order = np.random.default_rng((seed, layer_index)).permutation(len(current))
         kept[layer] = np.sort(current[order[:count]])
     step = {"step": "keep_units", "n_units": n_units, "fraction": fraction, "seed": seed,
-            "layers": None if layers is None else list(layers)}
+            "layers": None if layers is None else list(layers), "cap": bool(cap)}
     return recording.with_(unit_indices=kept, provenance=recording.provenance + (step,))
 
 
