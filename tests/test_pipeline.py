@@ -62,6 +62,10 @@ def test_run_writes_sessions_and_report(tiny_run):
     assert ("full", "logistic", "") in rigs and ("noisy", "logistic", "") in rigs
     assert summary["networks_per_rule"] == {"sgdm": 3, "adam": 3, "feedback_alignment": 3,
                                             "information_alignment": 3}
+    # two epochs are far shorter than IA's feedback time constant: the report says so
+    (caveat,) = summary["caveats"]
+    assert caveat.startswith("information_alignment: 3 of its 3 runs train fewer steps")
+    assert f"## Caveats\n\n- {caveat}" in (report / "report.md").read_text()
 
 
 def test_sessions_are_valid_nwb(tiny_run):

@@ -203,6 +203,8 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
     lrs = sorted({float(gt.metadata.get("learning_rate", 0)) for gt in ground_truths})
     rows = _table_rows(result.evaluations)
     rigs = {r.name: r for r in protocol.rig}
+    sweep = getattr(result, "sweep", None)
+    caveats = list(getattr(getattr(sweep, "plan", None), "caveats", ()) or ())
 
     summary = {
         "protocol": protocol.name,
@@ -217,6 +219,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
                         for e in result.evaluations],
         "timings_s": result.timings,
         "controls": _extras(result.evaluations),
+        "caveats": caveats,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     with open(folder / "predictions.csv", "w") as fh:
@@ -254,6 +257,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         "network has layers on both sides. *Network accuracy* combines the layer predictions of each test "
         "network (mean class probability). Mean ± s.e.m. over splits.",
         "",
+        *(["## Caveats", "", *[f"- {c}" for c in caveats], ""] if caveats else []),
         "## Rig settings", "", *rig_lines, "",
         "## Accuracy", "",
         "| " + " | ".join(_HEADER) + " |",
@@ -278,6 +282,8 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         f"<h1>virtual_lab report: {html.escape(protocol.name)}</h1>",
         f"<p>{html.escape(protocol.description)}</p>",
         f"<p>{html.escape(md[4] if protocol.description else md[2])}</p>",
+        ("<h2>Caveats</h2><ul>" + "".join(f"<li>{html.escape(c)}</li>" for c in caveats) + "</ul>"
+         if caveats else ""),
         "<h2>Rig settings</h2><ul>" + "".join(f"<li>{html.escape(line[2:].replace('**', ''))}</li>" for line in rig_lines) + "</ul>",
         "<h2>Accuracy</h2>", table_html,
         "<p><img src='accuracy.png'></p><h2>Confusion (network level)</h2><p><img src='confusion.png'></p>",

@@ -193,6 +193,9 @@ class SweepPlan:
     populations : tuple of Population
     paths : dict of str to Path
         Session path of every run id.
+    caveats : tuple of str
+        What the plan cannot deliver as the protocol may expect (e.g. information-alignment runs shorter than
+        the time constant of their feedback matrices); logged as warnings and repeated in the report.
     """
 
     protocol: Any
@@ -200,6 +203,7 @@ class SweepPlan:
     specs: tuple
     populations: tuple
     paths: Mapping[str, Path]
+    caveats: tuple = ()
 
     def population_of(self) -> dict[str, Population]:
         return {run_id: pop for pop in self.populations for run_id in pop.run_ids}
@@ -218,7 +222,8 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
         run_task = _load_task(spec.task, spec.n_probe, spec.task_seed, protocol.task.root, protocol.task.download)
         return spec.n_epochs * (len(run_task.train_y) // spec.batch_size)
 
-    for message in short_feedback_warnings(specs, steps_of):
+    caveats = tuple(short_feedback_warnings(specs, steps_of))
+    for message in caveats:
         logger.warning("protocol %s: %s", protocol.name, message)
     root = protocol.recordings_dir
     paths = {s.run_id: session_path(root, sanitize_id(s.run_id), GROUND_TRUTH_SESSION_ID) for s in specs}
@@ -228,7 +233,7 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
         raise ValueError(f"the sweep of protocol {protocol.name!r} holds identical runs (run ids {twice[:3]}); "
                          f"make sweep values unique")
     populations = tuple(plan_populations(specs, protocol.training.population_size))
-    return SweepPlan(protocol, root, specs, populations, paths)
+    return SweepPlan(protocol, root, specs, populations, paths, caveats)
 
 
 @lru_cache(maxsize=4)
