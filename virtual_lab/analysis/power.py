@@ -360,11 +360,27 @@ def compute_preset_grid_features(ground_truth: GroundTruth, plan: Mapping[str, A
     list of ndarray of float32
         One array per session count, shape (n_rig_seeds, n_units, n_noise, n_layers, sessions, n_observables).
     """
-    from virtual_lab.rig.presets import apply_preset
+    from virtual_lab.rig.presets import apply_preset, load_preset
 
+    preset = load_preset(plan["preset"])  # parsed once, not at every grid point
     layers, observables = tuple(plan["layers"]), plan["observables"]
+    out = []
     with _silenced("virtual_lab.rig.tracking"):  # a layer lost at one grid point: NaN, counted when decoding
-        return _preset_grid(ground_truth, plan, layers, observables, apply_preset)
+        for k in plan["sessions"]:
+            n_t = k if plan["has_checkpoints"] else 1
+            block = np.full((len(plan["rig_seeds"]), len(plan["units"]), len(plan["noise"]), len(layers), n_t,
+                             len(observables)), np.nan, dtype=np.float32)
+            for r, rig_seed in enumerate(plan["rig_seeds"]):
+                network_seed = derive_seed(int(rig_seed), ground_truth.run_id)
+                for u_i, units in enumerate(plan["units"]):
+                    for z_i, value in enumerate(plan["noise"]):
+                        recording = apply_preset(ground_truth, preset, seed=network_seed,
+                                                 **_preset_overrides(plan, units, value, k))
+                        for l_i, layer in enumerate(layers):
+                            stats = compute_observables(_OneLayer(recording, layer), observables)[layer]
+                            block[r, u_i, z_i, l_i] = stats.astype(np.float32)
+            out.append(block)
+    return out
 
 
 @contextlib.contextmanager
@@ -377,25 +393,6 @@ def _silenced(logger_name: str):
         yield
     finally:
         target.removeFilter(drop)
-
-
-def _preset_grid(ground_truth, plan, layers, observables, apply_preset) -> list[np.ndarray]:
-    out = []
-    for k in plan["sessions"]:
-        n_t = k if plan["has_checkpoints"] else 1
-        block = np.full((len(plan["rig_seeds"]), len(plan["units"]), len(plan["noise"]), len(layers), n_t,
-                         len(observables)), np.nan, dtype=np.float32)
-        for r, rig_seed in enumerate(plan["rig_seeds"]):
-            network_seed = derive_seed(int(rig_seed), ground_truth.run_id)
-            for u_i, units in enumerate(plan["units"]):
-                for z_i, value in enumerate(plan["noise"]):
-                    recording = apply_preset(ground_truth, plan["preset"], seed=network_seed,
-                                             **_preset_overrides(plan, units, value, k))
-                    for l_i, layer in enumerate(layers):
-                        stats = compute_observables(_OneLayer(recording, layer), observables)[layer]
-                        block[r, u_i, z_i, l_i] = stats.astype(np.float32)
-        out.append(block)
-    return out
 
 
 class _OneLayer:
