@@ -136,8 +136,8 @@ def short_feedback_warnings(specs: Sequence[RunSpec], steps_of: Callable[[RunSpe
     Information alignment and Kolen-Pollack learn ``B`` with a time constant of thousands of steps at the
     usual coefficients (:func:`virtual_lab.lab.rules.feedback_time_constant`). A run shorter than its time
     constant leaves ``B`` close to its random draw: the network is in effect a feedback-alignment network,
-    and a decoder cannot be expected to tell the rules apart. A message is returned when at least half of a
-    rule's runs are that short. Nothing is changed; the caller logs the messages.
+    and a decoder cannot be expected to tell the rules apart. A message is returned when most (more than
+    half) of a rule's runs are that short. Nothing is changed; the caller logs the messages.
 
     Parameters
     ----------
@@ -154,7 +154,7 @@ def short_feedback_warnings(specs: Sequence[RunSpec], steps_of: Callable[[RunSpe
     messages = []
     for rule, runs in by_rule.items():
         short = [(steps, tau) for steps, tau in runs if steps < tau]
-        if 2 * len(short) < len(runs):
+        if 2 * len(short) <= len(runs):
             continue
         taus = sorted({tau for _, tau in short})
         steps = sorted({s for s, _ in short})
