@@ -191,7 +191,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
 
     from virtual_lab.lab.engine import train_cohort
     from virtual_lab.lab.tasks import load_digits_task
-    from virtual_lab.lab.train import batch_order
+    from virtual_lab.lab.train import batch_order, n_training_steps
 
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
@@ -217,7 +217,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
         train_cohort(warm_up, task, device=device)  # warm up allocator and kernels
         timings: dict = {}
         train_cohort(specs, task, device=device, timings=timings)
-        n_steps = n_epochs * (len(task.train_y) // batch_size)
+        n_steps = n_training_steps(len(task.train_y), batch_size, n_epochs)
         train_s = timings["total"] - timings["record"]
         engine_rate = n_networks * n_steps / train_s
 

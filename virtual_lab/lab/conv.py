@@ -75,7 +75,8 @@ from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
-                                   _training_steps, checkpoint_schedule, run_metadata, sign_symmetry_scale)
+                                   _training_steps, checkpoint_schedule, export_final_state, run_metadata,
+                                   sign_symmetry_scale)
 from virtual_lab.seeding import derive_seed
 
 
@@ -764,10 +765,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
                 progress(n_nets)
 
     if final_state is not None:
-        final_state["weights"] = [w.cpu().numpy() for w in weights]
-        final_state["biases"] = [b.cpu().numpy() for b in biases]
-        final_state["feedback"] = [f.cpu().numpy() for f in feedback]
-        final_state["direct_feedback"] = []
+        export_final_state(final_state, weights, biases, feedback, [])
     names = tuple(layer.name for layer in layers)
     shapes = _metadata_shapes(layers)
     if contrastive:  # the recorded layer whose output (flattened, or globally pooled) feeds the projection head

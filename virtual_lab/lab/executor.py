@@ -212,6 +212,7 @@ class SweepPlan:
 def plan_sweep(protocol: "Protocol") -> SweepPlan:
     """Expand a protocol's sweep and cut it into populations (no training, no file access)."""
     from virtual_lab.lab.sweep import expand_sweep, short_feedback_warnings
+    from virtual_lab.lab.train import n_training_steps
     from virtual_lab.sessions import GROUND_TRUTH_SESSION_ID, sanitize_id, session_path
 
     task = _load_task(protocol.task.name, protocol.task.n_probe, protocol.task.seed, protocol.task.root,
@@ -220,7 +221,7 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
 
     def steps_of(spec) -> int:
         run_task = _load_task(spec.task, spec.n_probe, spec.task_seed, protocol.task.root, protocol.task.download)
-        return spec.n_epochs * (len(run_task.train_y) // spec.batch_size)
+        return n_training_steps(len(run_task.train_y), spec.batch_size, spec.n_epochs)
 
     caveats = tuple(short_feedback_warnings(specs, steps_of))
     for message in caveats:

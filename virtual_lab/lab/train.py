@@ -205,6 +205,19 @@ def init_parameters(layer_sizes: Sequence[int], seed: int) -> tuple[list[torch.T
     return weights, biases, feedback
 
 
+def n_training_steps(n_train: int, batch_size: int, n_epochs: int) -> int:
+    """Training steps of a run: full batches per epoch (the last partial batch is dropped) times epochs."""
+    return n_epochs * (n_train // batch_size)
+
+
+def export_final_state(final_state: dict, weights, biases, feedback, direct_feedback) -> None:
+    """Fill ``final_state`` with the last parameters of a population as numpy arrays (both engines)."""
+    final_state["weights"] = [w.cpu().numpy() for w in weights]
+    final_state["biases"] = [b.cpu().numpy() for b in biases]
+    final_state["feedback"] = [f.cpu().numpy() for f in feedback]
+    final_state["direct_feedback"] = [d.cpu().numpy() for d in direct_feedback]
+
+
 def batch_order(seed: int, n_train: int, batch_size: int, n_epochs: int) -> torch.Tensor:
     """Indices of every training batch of one network, shape (n_epochs * steps_per_epoch, batch_size).
 
@@ -802,10 +815,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 progress(n_nets)
 
     if final_state is not None:
-        final_state["weights"] = [w.cpu().numpy() for w in weights]
-        final_state["biases"] = [b.cpu().numpy() for b in biases]
-        final_state["feedback"] = [f.cpu().numpy() for f in feedback]
-        final_state["direct_feedback"] = [d.cpu().numpy() for d in direct_feedback]
+        export_final_state(final_state, weights, biases, feedback, direct_feedback)
     results = []
     rule_meta = {s.rule: get_rule(s.rule) for s in specs}
     nonlinearities = ",".join(["relu"] * (n_layers - 1) + ["linear"])
