@@ -95,14 +95,7 @@ def plot_units(result: PowerResult, path: Path) -> Path:
     for s_i, k in enumerate(result.sessions):
         ax = axes[0, s_i]
         _chance_band(ax, result)
-        for n_i, sd in enumerate(result.noise):
-            acc = result.accuracy[:, n_i, s_i]
-            ok = ~np.isnan(acc)
-            if not ok.any():
-                continue
-            low, high = result.ci_low[ok, n_i, s_i], result.ci_high[ok, n_i, s_i]
-            ax.errorbar(units[ok], acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
-                        label=f"{_noise_short(result)} {sd:g}")
+        _lines_per_noise(ax, result, units, lambda n_i: (slice(None), n_i, s_i))
         ax.set_xscale("log")
         ax.set_xlabel("units per layer")
         ax.set_title(f"{k} sessions", fontsize=9)
@@ -114,6 +107,19 @@ def plot_units(result: PowerResult, path: Path) -> Path:
     return path
 
 
+def _lines_per_noise(ax, result: PowerResult, x: np.ndarray, index) -> None:
+    """One accuracy line with interval bars per noise level along ``x``; ``index(n_i)`` selects the grid line."""
+    for n_i, sd in enumerate(result.noise):
+        where = index(n_i)
+        acc = result.accuracy[where]
+        ok = ~np.isnan(acc)
+        if not ok.any():
+            continue
+        low, high = result.ci_low[where][ok], result.ci_high[where][ok]
+        ax.errorbar(x[ok], acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
+                    label=f"{_noise_short(result)} {sd:g}")
+
+
 def plot_sessions(result: PowerResult, path: Path) -> Path:
     """Accuracy vs number of sessions at the recommended (or best) number of units, one line per noise."""
     plt = _plt()
@@ -122,14 +128,7 @@ def plot_sessions(result: PowerResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     _chance_band(ax, result)
     sessions = np.array(result.sessions, dtype=float)
-    for n_i, sd in enumerate(result.noise):
-        acc = result.accuracy[u_i, n_i, :]
-        ok = ~np.isnan(acc)
-        if not ok.any():
-            continue
-        low, high = result.ci_low[u_i, n_i, ok], result.ci_high[u_i, n_i, ok]
-        ax.errorbar(sessions[ok], acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
-                    label=f"{_noise_short(result)} {sd:g}")
+    _lines_per_noise(ax, result, sessions, lambda n_i: (u_i, n_i, slice(None)))
     ax.set_xlabel("sessions (checkpoints observed, evenly spaced)")
     ax.set_ylabel("network accuracy")
     ax.set_title(f"{point['units']} units per layer", fontsize=9)
