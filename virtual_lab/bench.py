@@ -42,8 +42,13 @@ def model_flops_per_step(layer_sizes: Sequence[int], batch_size: int) -> int:
 
     Examples
     --------
+    The input layer costs ``4 b n_in n_out`` (forward and weight gradient), every later layer ``6 b n_in n_out``
+    (its error is propagated back as well):
+
     >>> model_flops_per_step((64, 128, 10), 32)
-    2162688
+    1294336
+    >>> 4 * 32 * 64 * 128 + 6 * 32 * 128 * 10
+    1294336
     """
     return rule_flops_per_step([n_in * n_out for n_in, n_out in zip(layer_sizes[:-1], layer_sizes[1:])],
                                batch_size, "sgdm")
