@@ -151,7 +151,8 @@ def augment_generator(seed: int) -> torch.Generator:
 
 
 def sample_view_parameters(generators: Sequence[torch.Generator], n_views: int, batch_size: int,
-                           image_hw: tuple[int, int], augmentation: Augmentation = AUGMENTATION) -> ViewParameters:
+                           image_hw: tuple[int, int], augmentation: Augmentation = AUGMENTATION, *,
+                           dtype: torch.dtype = torch.float32) -> ViewParameters:
     """Draw every view's transform, one generator per network.
 
     Each network draws one ``torch.rand((n_views, batch_size, 9))`` from its generator (the fixed draw order of
@@ -159,14 +160,16 @@ def sample_view_parameters(generators: Sequence[torch.Generator], n_views: int, 
     The crop follows ``RandomResizedCrop``: area fraction ``s ~ U(scale)``, aspect ratio ``r`` log-uniform in
     ``ratio``, width ``sqrt(s r)`` and height ``sqrt(s / r)`` of the image's (in pixels), position uniform over
     the image. Where torchvision redraws a crop that does not fit (and falls back to a centre crop), the crop's
-    sides are clipped to the image here, so every view costs one draw.
+    sides are clipped to the image here, so every view costs one draw. The uniforms are drawn in float32
+    whatever ``dtype`` (the stream does not depend on it) and cast to ``dtype``, in which the parameters are
+    computed.
 
     Returns
     -------
     ViewParameters
-        Tensors of shape (N, n_views, batch_size), on the CPU.
+        Tensors of shape (N, n_views, batch_size) of ``dtype``, on the CPU.
     """
-    u = torch.stack([torch.rand((n_views, batch_size, _N_UNIFORMS), generator=g) for g in generators])
+    u = torch.stack([torch.rand((n_views, batch_size, _N_UNIFORMS), generator=g) for g in generators]).to(dtype)
     aug = augmentation
     height, width = image_hw
     scale = aug.crop_scale[0] + (aug.crop_scale[1] - aug.crop_scale[0]) * u[..., 0]
@@ -269,6 +272,8 @@ def augment(images: torch.Tensor, generators: Sequence[torch.Generator], *, n_vi
     ``affine_grid``/``grid_sample`` call for the whole population (per-image torchvision calls on ``N * 2B``
     images every step would dominate training). Network ``i`` draws only from ``generators[i]``: first its
     transform parameters (:func:`sample_view_parameters`), then its noise ``torch.randn((n_views, B, ...))``.
+    Views of float64 images are computed in float64 (from the same float32 draws), of any other images in
+    float32.
 
     Parameters
     ----------
@@ -294,7 +299,9 @@ def augment(images: torch.Tensor, generators: Sequence[torch.Generator], *, n_vi
     if len(generators) != images.shape[0]:
         raise ValueError(f"need one generator per network: {images.shape[0]} networks, {len(generators)} generators")
     batch = images.shape[1]
-    params = sample_view_parameters(generators, n_views, batch, tuple(images.shape[-2:]), augmentation)
+    # the views of float64 images are computed in float64 from the same (float32) draws
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    params = sample_view_parameters(generators, n_views, batch, tuple(images.shape[-2:]), augmentation, dtype=dtype)
     noise = None
     if augmentation.noise_sd > 0:
         shape = (n_views, batch) + tuple(images.shape[2:])
@@ -341,19 +348,20 @@ def make_views(x: torch.Tensor, image_shape: tuple[int, ...], generators: Sequen
 
 
 def evaluation_views(train_x: np.ndarray | torch.Tensor, image_shape: tuple[int, ...], task_seed: int, *,
-                     n_pairs: int = N_EVAL_PAIRS, augmentation: Augmentation = AUGMENTATION) -> torch.Tensor:
+                     n_pairs: int = N_EVAL_PAIRS, augmentation: Augmentation = AUGMENTATION,
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The fixed evaluation pair set: two augmented views of a fixed subset of training images.
 
     Drawn from one generator seeded by the task seed (stream ``derive_seed(task_seed, "contrastive_eval")``):
     first the subset (a permutation's first ``n_pairs``), then the views, so every network of a task is
-    evaluated on the same pairs.
+    evaluated on the same pairs. The views are computed in ``dtype`` (float32 or float64) from the same draws.
 
     Returns
     -------
-    Tensor, shape (2 * min(n_pairs, n_train), D)
+    Tensor, shape (2 * min(n_pairs, n_train), D), of ``dtype``
         First half view 1, second half view 2 (as :func:`make_views`).
     """
-    train_x = torch.as_tensor(train_x)
+    train_x = torch.as_tensor(train_x).to(dtype)
     generator = torch.Generator().manual_seed(derive_seed(task_seed, "contrastive_eval"))
     chosen = torch.randperm(len(train_x), generator=generator)[: min(n_pairs, len(train_x))]
     return make_views(train_x[chosen].unsqueeze(0), image_shape, [generator], augmentation=augmentation)[0]

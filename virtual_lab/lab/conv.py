@@ -75,8 +75,8 @@ from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
-                                   _training_steps, checkpoint_schedule, export_final_state, run_metadata,
-                                   sign_symmetry_scale)
+                                   _training_steps, check_dtype, checkpoint_schedule, export_final_state,
+                                   run_metadata, sign_symmetry_scale)
 from virtual_lab.seeding import derive_seed
 
 
@@ -196,10 +196,10 @@ def conv_input_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
                      f"image shape is {shape}")
 
 
-def task_images(x: np.ndarray, image_shape: Sequence[int]) -> np.ndarray:
-    """Flattened task inputs ``(n, prod(image_shape))`` as images ``(n, C, H, W)``, float32."""
+def task_images(x: np.ndarray, image_shape: Sequence[int], dtype: type = np.float32) -> np.ndarray:
+    """Flattened task inputs ``(n, prod(image_shape))`` as images ``(n, C, H, W)`` of ``dtype`` (default float32)."""
     c, h, w = conv_input_shape(image_shape)
-    images = np.asarray(x, dtype=np.float32).reshape(len(x), *tuple(image_shape))
+    images = np.asarray(x, dtype=dtype).reshape(len(x), *tuple(image_shape))
     if len(image_shape) == 3:
         images = images.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(images.reshape(len(x), c, h, w))
@@ -546,7 +546,7 @@ def _metadata_shapes(layers: Sequence[ConvLayer]) -> dict[str, str]:
 
 def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
                           progress: Callable[[int], None] | None = None, final_state: dict | None = None,
-                          timings: dict | None = None) -> list[GroundTruth]:
+                          timings: dict | None = None, dtype: torch.dtype = torch.float32) -> list[GroundTruth]:
     """Train a population of convolutional networks of one architecture in one batched computation.
 
     The contract of :func:`virtual_lab.lab.train.train_population`, for ``architecture`` ``"cnn"`` or
@@ -572,6 +572,10 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
         ``"direct_feedback"`` (always empty here).
     timings : dict, optional
         If given, filled with wall-clock seconds: ``"total"`` and ``"record"`` (checkpoint recording).
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype, ``torch.float32`` or ``torch.float64``, as in
+        :func:`~virtual_lab.lab.train.train_population` (random draws are float32 in both; the recorded ground
+        truth is float32, ``final_state`` of this dtype).
 
     Returns
     -------
@@ -588,10 +592,12 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     ------
     ValueError
         If the specs do not form one cohort, name a rule without a convolutional version (or, for the
-        contrastive paradigm, without a contrastive one), or do not match the task.
+        contrastive paradigm, without a contrastive one), or do not match the task, or ``dtype`` is not
+        float32 or float64.
     """
     t_start = time.perf_counter()
     clock = {"record": 0.0}
+    check_dtype(dtype)
     if not specs:
         return []
     _check_specs(specs, task)
@@ -608,7 +614,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     contrastive = first.paradigm == "contrastive"
 
     state = _PopulationState.create(specs, rules, [init_conv_parameters(layers, s.seed) for s in specs], n_train,
-                                    dev)
+                                    dev, dtype)
     weights, biases, feedback, orders = state.weights, state.biases, state.feedback, state.orders
     optimizer, column = state.optimizer, state.column
     n_steps = orders.shape[1]
@@ -637,18 +643,20 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     kp_index = torch.nonzero(_mask(rules, lambda r: r.feedback == "kolen_pollack", dev)).flatten()
     kp_optimizer = state.subset_optimizer(kp_index) if len(kp_index) else None
 
-    train_images = torch.as_tensor(task_images(task.train_x, task.image_shape), device=dev)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    train_images = torch.as_tensor(task_images(task.train_x, task.image_shape, np_dtype), device=dev)
     train_y = torch.as_tensor(task.train_y, device=dev)
-    probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape), device=dev)
+    probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape, np_dtype), device=dev)
     probe_y = torch.as_tensor(task.probe_y, device=dev)
     n_probe = len(probe_y)
     temperature = None
     if contrastive:
-        train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np.float32), device=dev)
+        train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np_dtype), device=dev)
         augment_generators = [augment_generator(s.seed) for s in specs]
         temperature = column([s.temperature for s in specs])
-        eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed)  # (2M, D): view 1, then view 2
-        eval_images = torch.as_tensor(task_images(eval_flat.numpy(), task.image_shape), device=dev)
+        # (2M, D): view 1, then view 2
+        eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype)
+        eval_images = torch.as_tensor(task_images(eval_flat.numpy(), task.image_shape, np_dtype), device=dev)
         n_eval = eval_images.shape[0] // 2
     active = torch.ones(n_nets, dtype=torch.float32, device=dev)
     diverged_step = np.full(n_nets, -1, dtype=np.int64)
@@ -691,7 +699,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
 
     def train_centroids() -> torch.Tensor:
         """Class sums of the normalized representations (fc's input) of the unaugmented training set."""
-        sums = torch.zeros(n_nets, task.n_classes, layers[-1].n_in, device=dev)
+        sums = torch.zeros(n_nets, task.n_classes, layers[-1].n_in, dtype=dtype, device=dev)
         for part in _chunks(n_train, n_nets, layers):
             features = _forward(architecture, layers, _shared_images(train_images[part], n_nets), weights,
                                 biases).inputs[-1]
@@ -739,7 +747,7 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
             grads.append(alpha.view(shape) * amp + beta.view(shape) * null + gamma.view(shape) * 2 * b)
         return grads
 
-    eye = None if contrastive else torch.eye(first.layer_sizes[-1], device=dev)
+    eye = None if contrastive else torch.eye(first.layer_sizes[-1], dtype=dtype, device=dev)
     with torch.no_grad():
         for step in _training_steps(n_steps, schedule, record, clock):
             idx = orders[:, step]

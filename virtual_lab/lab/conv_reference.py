@@ -27,7 +27,7 @@ from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.reference import _FeedbackLinear, _optimizer, nt_xent_autograd
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import RunSpec, batch_order, checkpoint_schedule, sign_symmetry_scale
+from virtual_lab.lab.train import RunSpec, batch_order, check_dtype, checkpoint_schedule, sign_symmetry_scale
 
 
 def _vjp(function, primal: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
@@ -65,12 +65,14 @@ class ReferenceConvNet(nn.Module):
         ``architecture`` ``"cnn"`` or ``"resnet"``; ``layer_sizes[-1]`` outputs.
     input_shape : tuple of int
         ``(C, H, W)`` of one input image.
+    dtype : torch.dtype, default=torch.float32
+        Dtype of the parameters (drawn in float32, as the engine's, then cast).
 
     ``forward`` returns the logits and fills :attr:`tape`: per layer name, ``(input, output, shortcut)`` where
     ``shortcut`` is what a block's second conv adds before its ReLU (``None`` elsewhere).
     """
 
-    def __init__(self, spec: RunSpec, input_shape: tuple[int, int, int]):
+    def __init__(self, spec: RunSpec, input_shape: tuple[int, int, int], dtype: torch.dtype = torch.float32):
         super().__init__()
         self.architecture = spec.architecture
         self.plan = conv_layers(spec.architecture, spec.channels, input_shape, spec.layer_sizes[-1])
@@ -78,14 +80,16 @@ class ReferenceConvNet(nn.Module):
         self.layers = nn.ModuleDict()
         for layer, w, b in zip(self.plan, weights, biases):
             if layer.kind == "fc":
-                module = nn.Linear(layer.n_in, layer.n_out)
+                module = nn.Linear(layer.n_in, layer.n_out, dtype=dtype)
             else:
-                module = nn.Conv2d(layer.n_in, layer.n_out, layer.kernel_size, layer.stride, layer.padding)
+                module = nn.Conv2d(layer.n_in, layer.n_out, layer.kernel_size, layer.stride, layer.padding,
+                                   dtype=dtype)
             with torch.no_grad():
                 module.weight.copy_(w)
                 module.bias.copy_(b)
             self.layers[layer.name] = module
-        self.feedback = nn.ParameterDict({layer.name: nn.Parameter(f.clone()) for layer, f in zip(self.plan, feedback)})
+        self.feedback = nn.ParameterDict({layer.name: nn.Parameter(f.to(dtype).clone())
+                                          for layer, f in zip(self.plan, feedback)})
         self.mode = get_rule(spec.rule).feedback
         self.tape: dict[str, tuple] = {}
 
@@ -183,9 +187,12 @@ class ConvReferenceTrainer:
         projection head); ``"supervised"`` on the labels.
     input_shape : tuple of int
         ``(C, H, W)`` of one input image.
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype (float32 or float64), as the engine's; :meth:`step` expects images of this dtype.
     """
 
-    def __init__(self, spec: RunSpec, input_shape: tuple[int, int, int]):
+    def __init__(self, spec: RunSpec, input_shape: tuple[int, int, int], dtype: torch.dtype = torch.float32):
+        check_dtype(dtype)
         self.spec = spec
         self.rule = rule = get_rule(spec.rule)
         self.contrastive = spec.paradigm == "contrastive"
@@ -193,7 +200,7 @@ class ConvReferenceTrainer:
         if self.contrastive:
             check_contrastive_rule(rule.name)
             self.augment_generator = augment_generator(spec.seed)
-        self.model = ReferenceConvNet(spec, input_shape)
+        self.model = ReferenceConvNet(spec, input_shape, dtype)
         self.optimizer = _optimizer(rule.optimizer, list(self.model.layers.parameters()), spec.learning_rate,
                                     spec.weight_decay)
         self.feedback_optimizer = None
@@ -225,7 +232,8 @@ class ConvReferenceTrainer:
         self.optimizer.step()
 
 
-def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = None) -> GroundTruth:
+def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = None,
+                         dtype: torch.dtype = torch.float32) -> GroundTruth:
     """Train one convolutional network the plain way and record the same checkpoints as the engine.
 
     The layer-wise activity change is computed with autograd (the engine uses the closed form), which makes
@@ -239,24 +247,27 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
     final_state : dict, optional
         If given, filled with the final ``"weights"``, ``"biases"`` and ``"feedback"`` (lists over layers of
         numpy arrays, conv kernels ``(C_out, C_in, k, k)``), like the engine's ``final_state`` for one network.
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype (float32 or float64), as the engine's ``dtype``; the recorded arrays are float32,
+        ``final_state`` of this dtype.
 
     Returns
     -------
     GroundTruth
     """
     input_shape = conv_input_shape(task.image_shape)
-    trainer = ConvReferenceTrainer(spec, input_shape)
+    trainer = ConvReferenceTrainer(spec, input_shape, dtype)
     model = trainer.model
     order = batch_order(spec.seed, len(task.train_y), spec.batch_size, spec.n_epochs)
     schedule = checkpoint_schedule(order.shape[0], spec.n_checkpoints, spec.checkpoint_spacing)
-    train_x = torch.as_tensor(task_images(task.train_x, task.image_shape))
+    train_x = torch.as_tensor(task_images(task.train_x, task.image_shape)).to(dtype)
     train_y = torch.as_tensor(task.train_y)
-    probe_x = torch.as_tensor(task_images(task.probe_x, task.image_shape))
+    probe_x = torch.as_tensor(task_images(task.probe_x, task.image_shape)).to(dtype)
     probe_y = torch.as_tensor(task.probe_y)
     eval_x = None
     if trainer.contrastive:
-        eval_x = torch.as_tensor(task_images(evaluation_views(task.train_x, task.image_shape, task.seed).numpy(),
-                                             task.image_shape))
+        eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype).numpy()
+        eval_x = torch.as_tensor(task_images(eval_flat, task.image_shape, eval_flat.dtype))
     names = tuple(layer.name for layer in model.plan)
     acts = {n: [] for n in names}
     weights = {n: [] for n in names}

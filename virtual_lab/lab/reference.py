@@ -22,8 +22,8 @@ from virtual_lab.lab.contrastive import augment_generator, check_contrastive_rul
 from virtual_lab.lab.record import GroundTruth, depth_positions
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import (RunSpec, batch_order, checkpoint_schedule, init_direct_feedback, init_parameters,
-                                   perturbation_generator, sign_symmetry_scale)
+from virtual_lab.lab.train import (RunSpec, batch_order, check_dtype, checkpoint_schedule, init_direct_feedback,
+                                   init_parameters, perturbation_generator, sign_symmetry_scale)
 
 
 class _FeedbackLinear(torch.autograd.Function):
@@ -45,20 +45,21 @@ class ReferenceMLP(nn.Module):
 
     ``forward`` returns every layer's output; for direct feedback alignment, Hebbian learning and node
     perturbation each layer's input is detached (no error flows between layers), and ``pre`` holds the
-    pre-activations of the last forward pass.
+    pre-activations of the last forward pass. Parameters are drawn in float32 (as the engine's) and held in
+    ``dtype``.
     """
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, dtype: torch.dtype = torch.float32):
         super().__init__()
         weights, biases, feedback = init_parameters(spec.layer_sizes, spec.seed)
         self.layers = nn.ModuleList()
         for w, b in zip(weights, biases):
-            layer = nn.Linear(w.shape[1], w.shape[0])
+            layer = nn.Linear(w.shape[1], w.shape[0], dtype=dtype)
             with torch.no_grad():
                 layer.weight.copy_(w)
                 layer.bias.copy_(b)
             self.layers.append(layer)
-        self.feedback = nn.ParameterList([nn.Parameter(f.clone()) for f in feedback])
+        self.feedback = nn.ParameterList([nn.Parameter(f.to(dtype).clone()) for f in feedback])
         rule = get_rule(spec.rule)
         self.mode = rule.feedback
         self.pre: list[torch.Tensor] = []
@@ -99,7 +100,7 @@ def _node_perturbation_grads(model: ReferenceMLP, x: torch.Tensor, y: torch.Tens
         clean = nn.functional.cross_entropy(model(x)[-1], y, reduction="none")
         a, noise, presyn = x, [], []
         for i, layer in enumerate(model.layers):
-            xi = torch.randn((x.shape[0], layer.out_features), generator=generator) * sd
+            xi = torch.randn((x.shape[0], layer.out_features), generator=generator).to(x.dtype) * sd
             presyn.append(a)
             noise.append(xi)
             h = a @ layer.weight.t() + layer.bias + xi
@@ -132,9 +133,14 @@ class ReferenceTrainer:
     spec : RunSpec
     image_shape : tuple of int, optional
         Shape of one stimulus as an image; required for the contrastive paradigm (views are augmented images).
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype (float32 or float64); parameters and random streams are drawn in float32 and cast, as
+        the engine's. :meth:`step` expects batches of this dtype.
     """
 
-    def __init__(self, spec: RunSpec, image_shape: tuple[int, ...] | None = None):
+    def __init__(self, spec: RunSpec, image_shape: tuple[int, ...] | None = None,
+                 dtype: torch.dtype = torch.float32):
+        check_dtype(dtype)
         self.spec = spec
         self.rule = rule = get_rule(spec.rule)
         self.contrastive = spec.paradigm == "contrastive"
@@ -145,14 +151,16 @@ class ReferenceTrainer:
                 raise ValueError("the contrastive paradigm needs image_shape to augment the stimuli")
             self.image_shape = tuple(image_shape)
             self.augment_generator = augment_generator(spec.seed)
-        self.model = ReferenceMLP(spec)
+        self.model = ReferenceMLP(spec, dtype)
         self.optimizer = _optimizer(rule.optimizer, [p for layer in self.model.layers for p in layer.parameters()],
                                     spec.learning_rate, spec.weight_decay)
         self.feedback_optimizer = None
         if rule.feedback in ("information_alignment", "kolen_pollack"):
             self.feedback_optimizer = _optimizer(rule.optimizer, list(self.model.feedback), spec.learning_rate,
                                                  spec.weight_decay)
-        self.direct = init_direct_feedback(spec.layer_sizes, spec.seed) if rule.feedback == "direct" else None
+        self.direct = None
+        if rule.feedback == "direct":
+            self.direct = [d.to(dtype) for d in init_direct_feedback(spec.layer_sizes, spec.seed)]
         self.generator = perturbation_generator(spec.seed) if rule.update == "node_perturbation" else None
 
     def step(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
@@ -203,20 +211,33 @@ class ReferenceTrainer:
         optimizer.step()
 
 
-def train_reference(spec: RunSpec, task: Task) -> GroundTruth:
+def train_reference(spec: RunSpec, task: Task, dtype: torch.dtype = torch.float32) -> GroundTruth:
     """Train one network the plain way and record the same checkpoints as the engine.
 
     The layer-wise activity change is computed with autograd here (the engine uses the closed form), which
     makes the comparison a check of that formula too. Contrastive runs record the NT-Xent on the evaluation
     pairs and the nearest-class-centroid accuracy of the last hidden layer, computed here class by class.
+
+    Parameters
+    ----------
+    spec : RunSpec
+    task : Task
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype (float32 or float64), as the engine's ``dtype``; the recorded arrays are float32.
+
+    Returns
+    -------
+    GroundTruth
     """
-    trainer = ReferenceTrainer(spec, task.image_shape)
+    trainer = ReferenceTrainer(spec, task.image_shape, dtype)
     rule, model = trainer.rule, trainer.model
     order = batch_order(spec.seed, len(task.train_y), spec.batch_size, spec.n_epochs)
     schedule = checkpoint_schedule(order.shape[0], spec.n_checkpoints, spec.checkpoint_spacing)
-    train_x, train_y = torch.as_tensor(task.train_x), torch.as_tensor(task.train_y)
-    probe_x, probe_y = torch.as_tensor(task.probe_x), torch.as_tensor(task.probe_y)
-    eval_x = evaluation_views(task.train_x, task.image_shape, task.seed) if trainer.contrastive else None
+    train_x, train_y = torch.as_tensor(task.train_x).to(dtype), torch.as_tensor(task.train_y)
+    probe_x, probe_y = torch.as_tensor(task.probe_x).to(dtype), torch.as_tensor(task.probe_y)
+    eval_x = None
+    if trainer.contrastive:
+        eval_x = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype)
     n_layers = len(model.layers)
     names = tuple(f"fc{i + 1}" for i in range(n_layers))
     acts = {n: [] for n in names}

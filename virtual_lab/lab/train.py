@@ -12,7 +12,8 @@ labels) and self-supervised contrastive (SimCLR: two augmented views per image, 
 projection head; every backward-based rule carries its gradient; see :mod:`virtual_lab.lab.contrastive`).
 Each network keeps its own seed, initialization, data order, learning rule and hyperparameters, and its
 results equal a one-network-at-a-time reference within float tolerance (``tests/test_train.py``,
-``tests/test_contrastive.py``).
+``tests/test_contrastive.py``, which run both in float64, ``dtype=torch.float64``, where rounding cannot grow
+into a visible difference; float32, the default, is what training uses).
 
 A network whose loss becomes NaN/inf is marked diverged and frozen at that step; its later checkpoints are
 NaN. Its neighbours are unaffected: every operation is independent along the network axis.
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_SPACINGS = ("linear", "log")
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
+#: Compute dtypes of the engines and references: float32 (the default) and float64 (for equality tests).
+DTYPES = (torch.float32, torch.float64)
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,18 @@ def export_final_state(final_state: dict, weights, biases, feedback, direct_feed
     final_state["biases"] = [b.cpu().numpy() for b in biases]
     final_state["feedback"] = [f.cpu().numpy() for f in feedback]
     final_state["direct_feedback"] = [d.cpu().numpy() for d in direct_feedback]
+
+
+def check_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Return ``dtype`` if the engines and references compute in it (float32 or float64), else raise ``ValueError``.
+
+    Whatever the compute dtype, every random draw (initial parameters, data order, feedback matrices, noise,
+    augmentations) is made in float32 from the same stream and then cast, so a float64 run starts exactly
+    where its float32 twin does.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(map(str, DTYPES))}; got {dtype!r}")
+    return dtype
 
 
 def batch_order(seed: int, n_train: int, batch_size: int, n_epochs: int) -> torch.Tensor:
@@ -514,27 +529,29 @@ class _PopulationState:
     weight_decay: torch.Tensor
     optimizer: "_Optimizer"
     device: torch.device
+    dtype: torch.dtype = torch.float32
 
     @classmethod
     def create(cls, specs: Sequence[RunSpec], rules: Sequence, init: Sequence[tuple], n_train: int,
-               device: torch.device) -> "_PopulationState":
+               device: torch.device, dtype: torch.dtype = torch.float32) -> "_PopulationState":
         """Stack each network's initial ``(weights, biases, feedback)`` (``init``, one tuple of per-layer lists
-        per network) and data order on ``device``."""
+        per network, as drawn) and data order on ``device``, parameters cast to ``dtype``."""
         n_layers = len(init[0][0])
-        weights, biases, feedback = ([torch.stack([p[k][l] for p in init]).to(device) for l in range(n_layers)]
-                                     for k in range(3))
+        weights, biases, feedback = ([torch.stack([p[k][l] for p in init]).to(device, dtype)
+                                      for l in range(n_layers)] for k in range(3))
         orders = torch.stack([batch_order(s.seed, n_train, s.batch_size, s.n_epochs) for s in specs]).to(device)
         is_adam = _mask(rules, lambda r: r.optimizer == "adam", device)
         is_plain = _mask(rules, lambda r: r.optimizer == "sgd", device)
-        learning_rate = torch.tensor([s.learning_rate for s in specs], dtype=torch.float32, device=device)
-        weight_decay = torch.tensor([s.weight_decay for s in specs], dtype=torch.float32, device=device)
+        # in the compute dtype: a float32 learning rate would put a 1e-8 relative error into every float64 step
+        learning_rate = torch.tensor([s.learning_rate for s in specs], dtype=dtype, device=device)
+        weight_decay = torch.tensor([s.weight_decay for s in specs], dtype=dtype, device=device)
         optimizer = _Optimizer(weights + biases, is_adam, learning_rate, is_plain, weight_decay)
         return cls(weights, biases, feedback, orders, is_adam, is_plain, learning_rate, weight_decay, optimizer,
-                   device)
+                   device, dtype)
 
     def column(self, values: Sequence[float]) -> torch.Tensor:
-        """Per-network values as a float32 column on the population's device."""
-        return torch.tensor(values, dtype=torch.float32, device=self.device)
+        """Per-network values as a column of the population's dtype on its device."""
+        return torch.tensor(values, dtype=self.dtype, device=self.device)
 
     def subset_optimizer(self, index: torch.Tensor | slice) -> "_Optimizer":
         """An optimizer of the feedback matrices of some networks, with their own optimizer settings: views
@@ -567,7 +584,8 @@ def _span(flags: Sequence[bool]) -> slice | None:
 
 def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
                      progress: Callable[[int], None] | None = None,
-                     final_state: dict | None = None, timings: dict | None = None) -> list[GroundTruth]:
+                     final_state: dict | None = None, timings: dict | None = None,
+                     dtype: torch.dtype = torch.float32) -> list[GroundTruth]:
     """Train a population of networks of one architecture in one batched computation.
 
     Parameters
@@ -590,6 +608,11 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         inspecting a rule's mechanics.
     timings : dict, optional
         If given, filled with wall-clock seconds: ``"total"`` and ``"record"`` (checkpoint recording).
+    dtype : torch.dtype, default=torch.float32
+        Compute dtype of parameters, activations and optimizer state: ``torch.float32`` or ``torch.float64``
+        (:func:`check_dtype`). Random draws are float32 in both, so a float64 run starts from the same
+        parameters, batches and noise; ``final_state`` holds arrays of this dtype, the recorded ground truth is
+        float32.
 
     Returns
     -------
@@ -604,6 +627,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     """
     t_start = time.perf_counter()
     clock = {"record": 0.0}
+    check_dtype(dtype)
     if not specs:
         return []
     keys = {s.cohort_key for s in specs}
@@ -635,7 +659,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         # every rule-specific step works on views of the stacked tensors; results come back in caller order
         inner_state: dict | None = {} if final_state is not None else None
         results = train_population([specs[i] for i in order], task, device=device, progress=progress,
-                                   final_state=inner_state, timings=timings)
+                                   final_state=inner_state, timings=timings, dtype=dtype)
         inverse = np.argsort(order)
         if final_state is not None:
             final_state.update({key: [a[inverse] for a in arrays] for key, arrays in inner_state.items()})
@@ -646,7 +670,8 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     n_layers = len(sizes) - 1
     n_train = len(task.train_y)
 
-    state = _PopulationState.create(specs, rules, [init_parameters(sizes, s.seed) for s in specs], n_train, dev)
+    state = _PopulationState.create(specs, rules, [init_parameters(sizes, s.seed) for s in specs], n_train, dev,
+                                    dtype)
     weights, biases, feedback, orders = state.weights, state.biases, state.feedback, state.orders
     is_adam, is_plain, learning_rate, weight_decay = state.is_adam, state.is_plain, state.learning_rate, \
         state.weight_decay
@@ -659,13 +684,13 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     direct_feedback: list[torch.Tensor] = []
     if any(r.feedback == "direct" for r in rules):
         drawn = [init_direct_feedback(sizes, s.seed) for s in specs]
-        direct_feedback = [torch.stack([d[l] for d in drawn]).to(dev) for l in range(n_layers - 1)]
+        direct_feedback = [torch.stack([d[l] for d in drawn]).to(dev, dtype) for l in range(n_layers - 1)]
 
     def send_back(l: int, delta: torch.Tensor) -> torch.Tensor:
         """Layer ``l``'s error carried to its input, each run of networks by its own rule."""
         if len(paths) == 1 and paths[0][1] == "W":
             return torch.bmm(delta, weights[l])
-        out = torch.empty(delta.shape[0], delta.shape[1], sizes[l], device=dev)
+        out = torch.empty(delta.shape[0], delta.shape[1], sizes[l], dtype=dtype, device=dev)
         for sl, path in paths:
             if path == "W":
                 torch.bmm(delta[sl], weights[l][sl], out=out[sl])
@@ -697,15 +722,15 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     if len(np_index):
         np_sd = column([specs[i].perturbation_sd for i in np_index.tolist()]).view(-1, 1, 1)
 
-    train_x = torch.as_tensor(task.train_x, device=dev)
+    train_x = torch.as_tensor(task.train_x, device=dev).to(dtype)
     train_y = torch.as_tensor(task.train_y, device=dev)
-    probe_x = torch.as_tensor(task.probe_x, device=dev)
+    probe_x = torch.as_tensor(task.probe_x, device=dev).to(dtype)
     probe_y = torch.as_tensor(task.probe_y, device=dev)
     temperature = None
     if contrastive:
         augment_generators = [augment_generator(s.seed) for s in specs]
         temperature = column([s.temperature for s in specs])
-        eval_x = evaluation_views(task.train_x, task.image_shape, task.seed).to(dev)
+        eval_x = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype).to(dev)
         n_eval = eval_x.shape[0] // 2
     active = torch.ones(n_nets, dtype=torch.float32, device=dev)
     diverged_step = np.full(n_nets, -1, dtype=np.int64)
@@ -718,7 +743,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             for l in range(n_layers):
                 recorder.activations[l][alive, index] = outs[l].cpu().numpy()[alive]
                 recorder.weights[l][alive, index] = weights[l].cpu().numpy()[alive]
-                deriv = (pre[l] > 0).float() if l < n_layers - 1 else torch.ones_like(pre[l])
+                deriv = (pre[l] > 0).to(dtype) if l < n_layers - 1 else torch.ones_like(pre[l])
                 change = torch.einsum("nbo,no->nb", deriv, weights[l].sum(2)) / sizes[l + 1]
                 recorder.change[l][alive, index] = change.cpu().numpy()[alive]
             if contrastive:
@@ -733,7 +758,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
 
     def train_centroids() -> torch.Tensor:
         """Class sums of the normalized last-hidden-layer representations of the (unaugmented) training set."""
-        sums = torch.zeros(n_nets, task.n_classes, sizes[-2], device=dev)
+        sums = torch.zeros(n_nets, task.n_classes, sizes[-2], dtype=dtype, device=dev)
         chunk = max(1, _CHUNK_ELEMENTS // (n_nets * max(sizes[1:-1])))
         for start in range(0, n_train, chunk):
             _, hidden = _forward(train_x[start:start + chunk].expand(n_nets, -1, -1), weights[:-1], biases[:-1])
@@ -752,7 +777,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
             losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], temperature[part]))
         return torch.cat(losses)
 
-    eye = None if contrastive else torch.eye(sizes[-1], device=dev)
+    eye = None if contrastive else torch.eye(sizes[-1], dtype=dtype, device=dev)
     with torch.no_grad():
         for step in _training_steps(n_steps, schedule, record, clock):
             idx = orders[:, step]
@@ -785,7 +810,7 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
                 noise, presyn = [], []
                 for l in range(n_layers):
                     xi = torch.stack([torch.randn((batch, sizes[l + 1]), generator=g) for g in np_generators])
-                    xi = xi.to(dev) * np_sd
+                    xi = xi.to(dev, dtype) * np_sd
                     presyn.append(a)
                     noise.append(xi)
                     h = torch.baddbmm(biases[l].index_select(0, np_index).unsqueeze(1), a,
