@@ -66,6 +66,15 @@ def test_run_writes_sessions_and_report(tiny_run):
     (caveat,) = summary["caveats"]
     assert caveat.startswith("information_alignment: 3 of its 3 runs train fewer steps")
     assert f"## Caveats\n\n- {caveat}" in (report / "report.md").read_text()
+    # the words match the numbers: one multiplier, and each rule's absolute rate
+    rates = "learning-rate multiplier 1x of each rule's base rate (SGDM 0.02; Adam 0.001; FA 0.02; IA 0.02)"
+    assert rates in (report / "report.md").read_text()
+    assert summary["learning_rate_scales"] == [1.0]
+    assert summary["learning_rates"] == {"sgdm": [0.02], "adam": [0.001], "feedback_alignment": [0.02],
+                                         "information_alignment": [0.02]}
+    page = (report / "report.html").read_text()
+    assert rates.replace("'", "&#x27;") in page and "interquartile range" in page
+    assert page.count("<p class='caption'>") == 3
 
 
 def test_sessions_are_valid_nwb(tiny_run):

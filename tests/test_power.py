@@ -294,6 +294,7 @@ def test_cli_writes_every_output_and_repeats_exactly(tmp_path, capsys):
     assert summary["provenance"]["seed"] == 0
     page = (one / "power_report.html").read_text()
     assert summary["recommendation"]["sentence"].split(";")[0].replace(">", "&gt;") in page
+    assert page.count("<figcaption>") == 4 and "white line" not in page  # every figure says what it draws
     for name in ("power_heatmap.png", "power_units.png", "power_sessions.png", "power_confusion.png"):
         assert (one / name).stat().st_size > 1000
     assert main(["power", str(root), "--rig", "nope", "--units", "2", "--noise", "0", "--sessions", "2"]) == 2

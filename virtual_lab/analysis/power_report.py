@@ -4,7 +4,7 @@
 
     power_table.csv       one row per grid point x rig seed (repeat) x split
     power_summary.json    grid, accuracy and interval per point, answers, chance, skipped values, provenance
-    power_heatmap.png     accuracy over units x noise, one panel per session count, target contour
+    power_heatmap.png     accuracy over units x noise, one panel per session count, cells reaching the target outlined
     power_units.png       accuracy vs units with intervals, one line per noise level, one panel per session count
     power_sessions.png    accuracy vs sessions with intervals at the recommended number of units
     power_confusion.png   network-level confusion at the recommended (or best) point
@@ -22,7 +22,8 @@ import numpy as np
 
 from virtual_lab.analysis.power import PowerResult, short_rule
 
-__all__ = ["write_power_report", "plot_heatmap", "plot_units", "plot_sessions", "plot_confusion_at"]
+__all__ = ["write_power_report", "plot_heatmap", "plot_units", "plot_sessions", "plot_confusion_at", "heatmap_caption",
+           "figure_captions"]
 
 
 
@@ -49,24 +50,60 @@ def _operating_point(result: PowerResult) -> dict[str, Any]:
     return rec if rec["reached"] else rec["best"]
 
 
+def _target_outline(reached: np.ndarray) -> list[list[tuple[float, float]]]:
+    """Edges of the cells of an image grid where ``reached`` is True that border a cell where it is not (or
+    the edge of the grid): the outline of the region that reaches the target, one segment per cell edge."""
+    segments = []
+    rows, cols = reached.shape
+    for r, c in zip(*np.nonzero(reached)):
+        left, right, bottom, top = c - .5, c + .5, r - .5, r + .5
+        for dr, dc, edge in ((-1, 0, ((left, bottom), (right, bottom))), (1, 0, ((left, top), (right, top))),
+                             (0, -1, ((left, bottom), (left, top))), (0, 1, ((right, bottom), (right, top)))):
+            rr, cc = r + dr, c + dc
+            if not (0 <= rr < rows and 0 <= cc < cols and reached[rr, cc]):
+                segments.append([tuple(map(float, point)) for point in edge])
+    return segments
+
+
+def _any_reached(result: PowerResult) -> bool:
+    return bool(np.any(np.nan_to_num(result.accuracy, nan=-np.inf) >= result.target))
+
+
+def heatmap_caption(result: PowerResult) -> str:
+    """What :func:`plot_heatmap` draws, in one sentence (the report's caption)."""
+    reached = _any_reached(result)
+    outline = (f"white outline: the cells at or above the {result.target:.0%} target" if reached
+               else f"no cell reaches the {result.target:.0%} target (such cells would be outlined in white)")
+    skip = "; 'skip': a grid value the recordings cannot support" if np.isnan(result.accuracy).any() else ""
+    return (f"Network accuracy at each grid point (colour and number), units per layer against "
+            f"{_noise_axis(result)}, one panel per number of sessions; {outline}; bold number: the lower bound of "
+            f"its {result.confidence:.0%} interval is at or above the target too{skip}.")
+
+
 def plot_heatmap(result: PowerResult, path: Path) -> Path:
-    """Accuracy over units (rows) x noise (columns), one panel per session count, with the target contour."""
+    """Accuracy over units (rows) x noise (columns), one panel per session count; the cells reaching the target
+    are outlined (see :func:`heatmap_caption`)."""
+    from matplotlib import patheffects
+    from matplotlib.collections import LineCollection
+
     plt = _plt()
     n = len(result.sessions)
     fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 0.8, 3.2), squeeze=False)
     image = None
+    low = result.chance["chance"]
     for s_i, k in enumerate(result.sessions):
         ax = axes[0, s_i]
         grid = result.accuracy[:, :, s_i]
-        image = ax.imshow(grid, origin="lower", vmin=result.chance["chance"], vmax=1, cmap="viridis", aspect="auto")
-        finite = ~np.isnan(grid)
-        if finite.sum() >= 4 and np.nanmin(grid) < result.target < np.nanmax(grid):
-            ax.contour(np.where(finite, grid, np.nanmin(grid)), levels=[result.target], colors="white",
-                       linewidths=1.5)
+        image = ax.imshow(grid, origin="lower", vmin=low, vmax=1, cmap="viridis", aspect="auto")
+        outline = _target_outline(np.nan_to_num(grid, nan=-np.inf) >= result.target)
+        if outline:
+            ax.add_collection(LineCollection(outline, colors="white", linewidths=2, capstyle="projecting",
+                                             path_effects=[patheffects.withStroke(linewidth=3.5, foreground="k")]))
         for (u_i, n_i), value in np.ndenumerate(grid):
             text = "skip" if np.isnan(value) else f"{value:.2f}"
             bold = not np.isnan(value) and result.ci_low[u_i, n_i, s_i] >= result.target
-            ax.text(n_i, u_i, text, ha="center", va="center", fontsize=7, color="white" if value < 0.75 else "black",
+            dark = not np.isnan(value) and (value - low) / max(1 - low, 1e-9) < 0.5  # the darker half of viridis
+            ax.text(n_i, u_i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black",
                     fontweight="bold" if bold else "normal")
         ax.set_xticks(range(len(result.noise)), [f"{v:g}" for v in result.noise])
         ax.set_yticks(range(len(result.units)), [str(u) for u in result.units])
@@ -75,14 +112,18 @@ def plot_heatmap(result: PowerResult, path: Path) -> Path:
             ax.set_ylabel("units per layer")
         ax.set_title(f"{k} sessions", fontsize=9)
     fig.colorbar(image, ax=axes[0, :].tolist(), label="network accuracy", shrink=0.9)
-    fig.suptitle(f"accuracy; white line: target {result.target:.0%}; bold: lower bound >= target", fontsize=9)
+    title = (f"white outline: accuracy >= target {result.target:.0%}" if _any_reached(result)
+             else f"no cell reaches the target {result.target:.0%}")
+    fig.suptitle(f"network accuracy; {title}; bold: interval lower bound >= target", fontsize=9, y=1.0,
+                 va="bottom")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def _chance_band(ax, result: PowerResult) -> None:
-    ax.axhspan(result.chance["low"], result.chance["high"], color="0.85", zorder=0, label="chance interval")
+    ax.axhspan(result.chance["low"], result.chance["high"], color="0.85", zorder=0,
+               label=f"{result.confidence:.0%} chance interval")
     ax.axhline(result.target, color="k", ls="--", lw=0.8, label=f"target {result.target:.0%}")
 
 
@@ -95,29 +136,50 @@ def plot_units(result: PowerResult, path: Path) -> Path:
     for s_i, k in enumerate(result.sessions):
         ax = axes[0, s_i]
         _chance_band(ax, result)
-        _lines_per_noise(ax, result, units, lambda n_i: (slice(None), n_i, s_i))
         ax.set_xscale("log")
+        _lines_per_noise(ax, result, units, lambda n_i: (slice(None), n_i, s_i), log=True)
+        _tested_ticks(ax, result.units)
         ax.set_xlabel("units per layer")
         ax.set_title(f"{k} sessions", fontsize=9)
         ax.set_ylim(0, 1.02)
     axes[0, 0].set_ylabel("network accuracy")
-    axes[0, -1].legend(fontsize=7, loc="lower right")
+    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data, not on it
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _lines_per_noise(ax, result: PowerResult, x: np.ndarray, index) -> None:
-    """One accuracy line with interval bars per noise level along ``x``; ``index(n_i)`` selects the grid line."""
+#: Sideways shift between the noise levels' points at one grid value (fraction of the axis span, or of a
+#: decade on a log axis), so that their interval bars do not hide each other.
+DODGE = 0.025
+
+
+def _lines_per_noise(ax, result: PowerResult, x: np.ndarray, index, *, log: bool = False) -> None:
+    """One accuracy line with interval bars per noise level along ``x``; ``index(n_i)`` selects the grid line.
+
+    The noise levels' points are shifted sideways by :data:`DODGE` around each tested value (multiplicatively
+    on a log axis)."""
+    n = len(result.noise)
+    span = float(np.ptp(x)) if len(x) > 1 and np.ptp(x) > 0 else 1.0
     for n_i, sd in enumerate(result.noise):
         where = index(n_i)
         acc = result.accuracy[where]
         ok = ~np.isnan(acc)
         if not ok.any():
             continue
+        shift = (n_i - (n - 1) / 2) * DODGE
+        xs = x[ok] * 10 ** shift if log else x[ok] + shift * span
         low, high = result.ci_low[where][ok], result.ci_high[where][ok]
-        ax.errorbar(x[ok], acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
+        ax.errorbar(xs, acc[ok], yerr=[acc[ok] - low, high - acc[ok]], marker="o", ms=3, capsize=2,
                     label=f"{_noise_short(result)} {sd:g}")
+
+
+def _tested_ticks(ax, values) -> None:
+    """Ticks at the tested grid values only (no decades, no minor ticks)."""
+    from matplotlib.ticker import NullLocator
+
+    ax.set_xticks([float(v) for v in values], [f"{v:g}" for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def plot_sessions(result: PowerResult, path: Path) -> Path:
@@ -129,11 +191,12 @@ def plot_sessions(result: PowerResult, path: Path) -> Path:
     _chance_band(ax, result)
     sessions = np.array(result.sessions, dtype=float)
     _lines_per_noise(ax, result, sessions, lambda n_i: (u_i, n_i, slice(None)))
+    _tested_ticks(ax, result.sessions)
     ax.set_xlabel("sessions (checkpoints observed, evenly spaced)")
     ax.set_ylabel("network accuracy")
     ax.set_title(f"{point['units']} units per layer", fontsize=9)
     ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -161,6 +224,28 @@ def plot_confusion_at(result: PowerResult, path: Path) -> Path:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def figure_captions(result: PowerResult) -> dict[str, str]:
+    """What the units, sessions and confusion figures draw (``units``, ``sessions``, ``confusion``); the heatmap's
+    is :func:`heatmap_caption`."""
+    noise = _noise_short(result)
+    point = _operating_point(result)
+    where = "the recommended point" if result.recommendation["reached"] else "the best point (none reaches the target)"
+    bars = (f"points: network accuracy at each tested value; bars: its interval "
+            f"({result.provenance.get('interval', 'bootstrap over networks')}), the {noise} levels' points shifted "
+            "slightly sideways so that their bars stay apart; grey band: "
+            f"the {result.confidence:.0%} chance interval of {result.n_networks} networks; dashed line: the target "
+            f"{result.target:.0%}.")
+    return {
+        "units": f"Network accuracy against units recorded per layer, one panel per number of sessions, one line per "
+                 f"{noise} level; " + bars,
+        "sessions": f"Network accuracy against the number of sessions at {point['units']} units per layer ({where}), "
+                    f"one line per {noise} level; " + bars,
+        "confusion": f"Network-level confusion at {where}: {point['units']} units, {noise} {point['noise']:g}, "
+                     f"{point['sessions']} sessions. Rows: true rule; columns: predicted rule; a cell is the fraction "
+                     "of the row's networks, pooled over splits and rig seeds, predicted as the column's rule.",
+    }
 
 
 def _fmt_interval(interval) -> str:
@@ -208,11 +293,13 @@ def write_power_report(result: PowerResult, folder: str | Path) -> dict[str, Pat
                       for e in result.skipped)
     violations = result.monotonicity_violations()
     prov = result.provenance
+    captions = figure_captions(result)
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>virtual_lab power analysis</title>
 <style>body{{font-family:sans-serif;max-width:980px;margin:1em auto;font-size:14px}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
-.rec{{font-size:17px;background:#eef5ff;padding:10px;border-left:4px solid #36c}}img{{max-width:100%}}</style>
+.rec{{font-size:17px;background:#eef5ff;padding:10px;border-left:4px solid #36c}}img{{max-width:100%}}
+figure{{margin:1em 0}}figcaption{{font-size:13px;color:#333}}</style>
 </head><body>
 <h1>Power analysis: {esc(", ".join(short_rule(c) for c in result.classes))}</h1>
 <p class="rec">{esc(result.sentence)}</p>
@@ -226,10 +313,13 @@ Confused rule pairs at the operating point: {esc(pair_text)}.</p>
 {result.n_networks} independent networks has a 95% Wilson interval of
 [{_wilson_text(0.9, result.n_networks)}]. "Certified with M animals" is the number of independent test animals
 at which the 95% Wilson lower bound at the observed accuracy reaches the target.</p>
-<img src="power_heatmap.png" alt="heatmap">
-<img src="power_units.png" alt="accuracy vs units">
-<div style="display:flex;gap:1em"><img src="power_sessions.png" alt="accuracy vs sessions" style="max-width:55%">
-<img src="power_confusion.png" alt="confusion" style="max-width:42%"></div>
+<figure><img src="power_heatmap.png" alt="heatmap"><figcaption>{esc(heatmap_caption(result))}</figcaption></figure>
+<figure><img src="power_units.png" alt="accuracy vs units"><figcaption>{esc(captions["units"])}</figcaption></figure>
+<div style="display:flex;gap:1em">
+<figure style="max-width:55%"><img src="power_sessions.png" alt="accuracy vs sessions">
+<figcaption>{esc(captions["sessions"])}</figcaption></figure>
+<figure style="max-width:42%"><img src="power_confusion.png" alt="confusion">
+<figcaption>{esc(captions["confusion"])}</figcaption></figure></div>
 <h2>Smallest number of units reaching {result.target:.0%}</h2>
 <table><tr><th>{html.escape(_noise_short(result))}</th><th>sessions</th><th>point estimate</th><th>conservative (lower bound)</th>
 <th>{result.confidence:.0%} interval (bootstrap)</th></tr>{''.join(rows)}</table>

@@ -84,6 +84,14 @@ def expand_sweep(protocol: Protocol, n_features: int, n_classes: int) -> list[Ru
     return specs
 
 
+def base_learning_rate(protocol: Protocol, rule_name: str) -> float:
+    """The learning rate a protocol's ``learning_rate_scales`` multiply for one rule: its ``[rules.<name>]``
+    ``learning_rate`` when positive, else the rule's default."""
+    rule = get_rule(rule_name)
+    overrides = protocol.rules.get(rule.name)
+    return float(overrides.learning_rate if overrides and overrides.learning_rate > 0 else rule.default_learning_rate)
+
+
 def _rule_runs(protocol: Protocol, sizes: tuple[int, ...], task: str, batch_size: int, decay: float | None,
                extra: list[str], *, architecture: str = "mlp", channels: tuple[int, ...] = (),
                paradigm: str = "supervised") -> list[RunSpec]:
@@ -92,7 +100,7 @@ def _rule_runs(protocol: Protocol, sizes: tuple[int, ...], task: str, batch_size
     for rule_name in protocol.sweep.rules:
         rule = get_rule(rule_name)
         overrides = protocol.rules.get(rule.name)
-        base_lr = overrides.learning_rate if overrides and overrides.learning_rate > 0 else rule.default_learning_rate
+        base_lr = base_learning_rate(protocol, rule.name)
         options = {}
         if overrides is not None:
             options = {"ia_alpha": overrides.ia_alpha, "ia_beta": overrides.ia_beta, "ia_gamma": overrides.ia_gamma,
