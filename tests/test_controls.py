@@ -294,8 +294,10 @@ def test_decode_command_errors_are_one_line(mock_sessions, tmp_path, capsys):
     assert main(["decode", str(mock_sessions), "--decoder", "random_forrest"]) == 2
     assert "Did you mean 'random_forest'" in capsys.readouterr().err
     assert main(["decode", str(mock_sessions), "--test-filter", "task=mnist", "--output-dir", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "matches no example" in err
+    err = capsys.readouterr().err  # progress lines of the observing that found it, then one error line
+    errors = [line for line in err.splitlines() if line.startswith("virtual-lab: error:")]
+    assert len(errors) == 1 and "matches no example" in errors[0] and "Traceback" not in err
+    assert err.splitlines()[-1] == errors[0]
     assert main(["decode", str(tmp_path / "nothing")]) == 2
 
 

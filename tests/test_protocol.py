@@ -112,3 +112,30 @@ def test_sweep_crosses_architectures_and_paradigms(tmp_path):
     # a sweep that crosses neither keeps the defaults (and so the run ids of earlier versions)
     plain = expand_sweep(parse_protocol({"sweep": {"rules": ["sgdm"], "n_seeds": 1}}), 64, 10)
     assert plain[0].architecture == "mlp" and plain[0].paradigm == "supervised" and plain[0].channels == ()
+
+
+def test_storage_attribution_keys():
+    protocol = parse_protocol({"storage": {"experimenter": ["Doe, Jane", "Roe, Richard A."],
+                                           "institution": "Virtual University", "lab": "Rule Lab"}})
+    assert protocol.storage.session_attribution() == {
+        "experimenter": ("Doe, Jane", "Roe, Richard A."), "institution": "Virtual University", "lab": "Rule Lab"}
+    # defaults: the sessions name the in-silico experimenter and no institution or lab
+    assert parse_protocol({}).storage.session_attribution() == {"experimenter": None, "institution": "", "lab": ""}
+    commented = [line.lstrip("# ").split("=")[0].strip() for line in
+                 (ROOT / "protocols" / "quickstart.toml").read_text().splitlines() if line.startswith("# ") and "=" in line]
+    assert {"experimenter", "institution", "lab"} <= set(commented)  # documented, commented out, in the quickstart
+
+
+@pytest.mark.parametrize("storage, message", [
+    ({"experimenter": ["Jane Doe"]}, "storage.experimenter[0]: 'Jane Doe' is not in the DANDI form 'Last, First'"),
+    ({"experimenter": "Doe, Jane"}, "storage.experimenter: expected a list, got string 'Doe, Jane'"),
+    ({"experimenter": ["Doe, Jane", "Doe, Jane"]}, "storage.experimenter: items must be unique"),
+    ({"experimentor": ["Doe, Jane"]}, "storage.experimentor: unknown key; did you mean 'storage.experimenter'?"),
+    ({"institute": "X"}, "storage.institute: unknown key; did you mean 'storage.institution'?"),
+    ({"lab": 3}, "storage.lab: expected a string, got integer 3"),
+])
+def test_storage_attribution_errors_are_precise(storage, message):
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol({"storage": storage}, "bad.toml")
+    text = str(info.value)
+    assert text.startswith("bad.toml: ") and message in text and "\n" not in text

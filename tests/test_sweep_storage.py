@@ -26,7 +26,7 @@ def test_float16_weights_round_trip_and_shrink_the_file(tmp_path):
     saved = full.stat().st_size - half.stat().st_size
     assert saved > 0.4 * weight_bytes  # half of the (barely compressible) weight bytes
     with h5py.File(half) as f:
-        assert f["processing/network/weights/fc1"].dtype == np.float16
+        assert f["processing/misc/weights/fc1"].dtype == np.float16
     with pytest.raises(ValueError, match="The 'weights_dtype' parameter of write_session must be 'float32' or "
                                          "'float16'. Got 'int8' instead."):
         write_session(gt, tmp_path / "x.nwb", weights_dtype="int8")
@@ -40,7 +40,7 @@ def test_protocol_storage_option_reaches_the_sessions(tmp_path):
     (path,) = run_sweep(protocol, n_workers=0, progress=False).session_paths
     assert read_session_metadata(path)["weights_dtype"] == "float16"
     with h5py.File(path) as f:
-        assert f["processing/network/weights/fc1"].dtype == np.float16
+        assert f["processing/misc/weights/fc1"].dtype == np.float16
     spec = RunSpec("adam", 1e-3, 64, 1, 0, layer_sizes=(64, 8, 10), n_probe=20, n_checkpoints=3)
     assert path.stat().st_size < estimate_session_bytes(spec, "float16")
     assert estimate_session_bytes(spec, "float16") < estimate_session_bytes(spec, "float32")

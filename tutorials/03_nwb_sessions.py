@@ -40,7 +40,7 @@ print(path.relative_to(OUTPUT))
 #
 # Activations are 2-D `TimeSeries` in `acquisition` (rows: checkpoint x probe presentation, on a documented
 # 10 Hz virtual clock; columns: units). Epochs mark checkpoints, trials mark probe presentations, the
-# probe images are one `ImageSeries` in `stimulus_template`, and the `network` processing module holds the
+# probe images are one `ImageSeries` in `stimulus_template`, and the `misc` processing module holds the
 # units table, the weights, the activity change and the resolved training spec (rule, seeds, versions).
 
 # %%
@@ -51,8 +51,8 @@ with NWBHDF5IO(str(path), "r") as io:
     print("subject:", nwb.subject.subject_id, "| species:", nwb.subject.species)
     print("acquisition:", list(nwb.acquisition))
     print("epochs:", len(nwb.epochs), "| trials:", len(nwb.trials))
-    print("network module:", list(nwb.processing["network"].data_interfaces))
-    training = nwb.processing["network"]["training"].to_dataframe()
+    print("network module (processing/misc):", list(nwb.processing["misc"].data_interfaces))
+    training = nwb.processing["misc"]["training"].to_dataframe()
     print(training.set_index("key").loc[["rule", "learning_rate", "seed"], "value"].to_dict())
     fc1 = nwb.acquisition["activations_fc1"].data[:]  # read the block, then index in numpy
 

@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None,
                      help="training processes (default: one per core; 0 = train in this process)")
     run.add_argument("--train-only", action="store_true", help="stop after training and recording the sessions")
-    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress (default: a bar on a terminal, a line every ~10 s in a log file)")
     run.set_defaults(func=_cmd_run)
 
     inspect = sub.add_parser(
@@ -116,8 +117,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    from virtual_lab.progress import quiet
+
     try:
-        return args.func(args)
+        with quiet(not getattr(args, "quiet", False)):
+            return args.func(args)
     except KeyboardInterrupt:
         print("virtual-lab: interrupted", file=sys.stderr)
         return 130

@@ -235,7 +235,9 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
     """Observe sessions through every rig of the protocol and cross-validate every decoder.
 
     Also runs the initialization-only control (full observation of checkpoint 0 alone), which must sit at
-    chance: the rule may only show through learning.
+    chance: the rule may only show through learning. Each stage reports progress
+    (:mod:`virtual_lab.progress`); ``progress=False`` silences the observing bars, and
+    :func:`virtual_lab.progress.quiet` every bar.
 
     Returns
     -------
@@ -245,6 +247,8 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
     """
     from virtual_lab.analysis.evaluation import evaluate
     from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES, ALL_OBSERVABLES, build_feature_table
+    from virtual_lab.progress import progress_bar
+    from virtual_lab.rig.presets import measured_observables
 
     dec = protocol.decoder
     observables = ADMISSIBLE_OBSERVABLES if dec.observables == "admissible" else ALL_OBSERVABLES
@@ -252,11 +256,12 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
     n_jobs = max(1, min(os.cpu_count() or 1, dec.n_splits))
     for rig in protocol.rig:
         # a modality rig measures only some of weight / act / gradavg: decode from what it measures
-        measured = observe_with_rig(ground_truths[0], rig).measures
-        rig_observables = [o for o in observables if o.measure in measured]
-        if not rig_observables:
-            raise ValueError(f"rig {rig.name!r} measures none of the requested observables")
-        recordings = (observe_with_rig(gt, rig) for gt in ground_truths)
+        rig_observables, note = measured_observables(observables, observe_with_rig(ground_truths[0], rig).measures,
+                                                     rig.name)
+        if note:
+            logger.info("%s", note)
+        recordings = progress_bar((observe_with_rig(gt, rig) for gt in ground_truths), total=len(ground_truths),
+                                  desc=f"observing (rig {rig.name})", unit="sessions", enabled=progress)
         table = build_feature_table(recordings, rig_observables)
         tables[rig.name] = table
         for model in dec.models:
@@ -264,8 +269,9 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
                               n_jobs=n_jobs)
             evaluations.append({"rig": rig.name, "decoder": model, "control": "", "summary": result.summary(),
                                 "result": result})
-    init_only = (keep_checkpoints(Recording.from_ground_truth(gt), steps=[int(gt.checkpoint_steps[0])])
-                 for gt in ground_truths)
+    init_only = progress_bar((keep_checkpoints(Recording.from_ground_truth(gt), steps=[int(gt.checkpoint_steps[0])])
+                              for gt in ground_truths), total=len(ground_truths),
+                             desc="observing (initialization only)", unit="sessions", enabled=progress)
     table = build_feature_table(init_only, observables)
     tables["init-only"] = table
     model = dec.models[0]
@@ -303,7 +309,8 @@ def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | 
     ----------
     protocol : Protocol
     progress : bool, default=True
-        Show a progress bar while training (only on a terminal).
+        Report progress of every stage: a bar on a terminal, a plain line every ~10 s otherwise
+        (:mod:`virtual_lab.progress`).
     n_threads : int, optional
         Torch threads of this process (decoders). Training always uses one thread per worker process, so
         that results do not depend on the machine.
@@ -319,6 +326,15 @@ def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | 
     -------
     ExperimentResult
     """
+    from virtual_lab.progress import progress_enabled, quiet
+
+    with quiet(progress and progress_enabled()):
+        return _run_protocol(protocol, n_threads=n_threads, executor=executor, scheduler=scheduler,
+                             n_workers=n_workers, train_only=train_only)
+
+
+def _run_protocol(protocol: Protocol, *, n_threads: int | None, executor: str, scheduler: str | None,
+                  n_workers: int | None, train_only: bool) -> ExperimentResult:
     import torch
 
     from virtual_lab.analysis.report import write_report
@@ -329,7 +345,7 @@ def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | 
         torch.set_num_threads(n_threads)
     result = ExperimentResult(protocol, protocol.recordings_dir, train_only=train_only)
     t0 = time.perf_counter()
-    sweep = train_sweep(protocol, executor=executor, scheduler=scheduler, n_workers=n_workers, progress=progress)
+    sweep = train_sweep(protocol, executor=executor, scheduler=scheduler, n_workers=n_workers)
     result.timings["train+record"] = time.perf_counter() - t0
     result.sweep = sweep
     result.session_paths = sweep.session_paths
@@ -339,7 +355,7 @@ def run_protocol(protocol: Protocol, *, progress: bool = True, n_threads: int | 
         return result
     sessions = SessionSequence(result.session_paths)
     t0 = time.perf_counter()
-    result.evaluations, _ = decode_sessions(protocol, sessions, progress=progress)
+    result.evaluations, _ = decode_sessions(protocol, sessions)
     result.timings["observe+decode"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     result.report_path = write_report(result, sessions.performance())

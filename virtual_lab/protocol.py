@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import numbers
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,11 @@ from virtual_lab.lab.tasks import TASKS
 
 class ProtocolError(ValueError):
     """A protocol file is missing, unreadable or invalid. The message is one line."""
+
+
+#: Experimenter names DANDI accepts ("Last, First", "Last, First M.", "Last, First, Middle"): the pattern
+#: nwbinspector's check_experimenter_form applies when dandischema is not installed (dandischema NAME_PATTERN).
+_DANDI_NAME = re.compile(r"^([\w\s\-\.']+),\s+([\w\s\-\.']+)$")
 
 
 def _spec(help: str, *, choices: tuple | None = None, low: float | None = None, high: float | None = None,
@@ -92,6 +98,18 @@ class StorageSection:
     weights_dtype: str = _f("float32", "precision of stored weights (float16 halves the weights' share of a "
                                        "session file)", choices=("float32", "float16"))
     check_free_space: bool = _f(True, "refuse to start a sweep when the disk lacks room for its sessions")
+    experimenter: tuple[str, ...] = _f((), "NWB general/experimenter of every session, each 'Last, First' (DANDI "
+                                           "form); empty = \"virtual_lab, in silico\" (no person ran it)")
+    institution: str = _f("", "NWB general/institution of every session (empty = not written)")
+    lab: str = _f("", "NWB general/lab of every session (empty = not written)")
+
+    def session_attribution(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`virtual_lab.sessions.write_session` for experimenter, institution, lab.
+
+        None of them enters a run id or the training table, so changing them never makes a session already
+        on disk look mismatched (it is kept as it was written).
+        """
+        return {"experimenter": self.experimenter or None, "institution": self.institution, "lab": self.lab}
 
 
 @dataclass(frozen=True)
@@ -319,6 +337,10 @@ def parse_protocol(data: Mapping[str, Any], source: str = "<protocol>") -> Proto
                 reason = undefined_reason(rule, architecture, paradigm)
                 if reason:
                     loader.fail("sweep.rules", reason + "; remove the rule or the architecture/paradigm")
+    for index, person in enumerate(protocol.storage.experimenter):
+        if not _DANDI_NAME.match(person):
+            loader.fail(f"storage.experimenter[{index}]", f"{person!r} is not in the DANDI form 'Last, First' "
+                                                          f"(e.g. 'Doe, Jane' or 'Doe, Jane A.')")
     task = protocol.task
     if task.root and source != "<protocol>" and not Path(task.root).expanduser().is_absolute():
         task = dataclasses.replace(task, root=str(Path(source).parent / task.root))

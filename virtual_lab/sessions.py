@@ -7,19 +7,41 @@ Only core NWB types are used, so the file passes ``nwbinspector`` (default and `
 
 Layout (``<col>`` is the layer name made safe for HDF5, see :func:`layer_column_name`)::
 
-    general/                          session metadata, Subject (the network), Device "virtual probe"
+    general/                          session metadata (experimenter, institution and lab when given),
+                                      Subject (the network), Device "virtual probe"
     acquisition/activations_<col>     TimeSeries (T*S, U_layer) float32, gzip-1, one chunk per checkpoint
     intervals/epochs                  one row per checkpoint: tags ["checkpoint_07"], checkpoint_index,
                                       training_step
     intervals/trials                  one row per probe presentation: checkpoint_index, stimulus_index, label
     stimulus/templates/probe_stimuli  ImageSeries (S, H, W) float32 of the probe set ((S, H, W, 3) for colour)
-    processing/network/layers         DynamicTable: layer, column_name, depth_position, n_units (forward order)
-    processing/network/units          DynamicTable: layer, depth_position, unit_index
-    processing/network/weights        DynamicTable, one row per checkpoint, one column per layer (T, out, in)
-    processing/network/activity_change  DynamicTable, one row per checkpoint, one column per layer (T, S)
-    processing/network/training       DynamicTable key / value / dtype: the resolved run metadata
+    processing/misc/layers            DynamicTable: layer, column_name, depth_position, n_units (forward order)
+    processing/misc/units             DynamicTable: layer, depth_position, unit_index
+    processing/misc/weights           DynamicTable, one row per checkpoint, one column per layer (T, out, in)
+    processing/misc/activity_change   DynamicTable, one row per checkpoint, one column per layer (T, S)
+    processing/misc/training          DynamicTable key / value / dtype: the resolved run metadata
     processing/behavior/performance   DynamicTable, one row per checkpoint: checkpoint_index,
                                       training_step, train_loss, test_accuracy
+
+The network-state module is :data:`NETWORK_MODULE` (``"misc"``): nwbinspector suggests naming processing
+modules after an NWB modality (ophys, ecephys, icephys, behavior, misc, ogen, retinotopy) and the network's
+layers, weights and run spec are none of the others. Sessions written before used ``processing/network``;
+every reader here still accepts them.
+
+Metadata and neo (0.14.6)
+-------------------------
+Activations and probe stimuli are ``"dimensionless"`` (outputs and inputs of an artificial network have no
+physical unit). neo reads every session, with two known neo defects that shape the file:
+
+* ``general/keywords`` is not written. pynwb returns keywords as a lazy ``StrDataset`` and neo puts that
+  object, unconverted, into the Block's annotations, which neo then rejects (``ValueError: Invalid
+  annotation``): any file with keywords cannot be read by ``neo.io.NWBIO``. Experimenter, institution, lab
+  and related publications are safe (pynwb returns tuples or strings).
+* neo strips a trailing ``s`` from every unit name before looking it up in ``quantities`` (meant for
+  ``"volts"``), so ``"dimensionless"`` becomes ``"dimensionles"`` and neo logs "Can't handle unit
+  'dimensionles'. Returning dimensionless" once per activation series: the result is right (dimensionless),
+  the message is not. No ``quantities`` name for a pure number survives that stripping (the dimensionless
+  ones that do are ``count``, ``lsb``, ``radian`` and ``steradian``, each of which would misstate the data).
+  :func:`read_neo` drops exactly that message.
 
 The virtual clock
 -----------------
@@ -59,14 +81,19 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CLOCK_RATE_HZ",
     "GROUND_TRUTH_SESSION_ID",
+    "IN_SILICO_EXPERIMENTER",
+    "LEGACY_NETWORK_MODULE",
+    "NETWORK_MODULE",
     "SESSION_START_TIME",
     "SYNTHETIC_CONSTRUCT_SPECIES",
+    "attribution_fields",
     "inspect_sessions",
     "is_complete_session",
     "layer_column_name",
     "read_neo",
     "read_session",
     "read_session_metadata",
+    "read_session_attribution",
     "describe_session_file",
     "sanitize_id",
     "session_path",
@@ -83,8 +110,18 @@ SYNTHETIC_CONSTRUCT_SPECIES = "http://purl.obolibrary.org/obo/NCBITaxon_32630"
 #: Session id of a ground-truth session when none is given (rig recordings use other session ids).
 GROUND_TRUTH_SESSION_ID = "groundtruth"
 
+#: Experimenter written when none is given. No person performed the run: the software did, in silico. In the
+#: DANDI "Last, First" form nwbinspector checks, so give real names (``experimenter=``, ``[storage]``) to credit people.
+IN_SILICO_EXPERIMENTER = "virtual_lab, in silico"
+#: Processing module holding the network state (layers, units, weights, activity change, run spec).
+NETWORK_MODULE = "misc"
+#: Its name in sessions written before the rename (still read).
+LEGACY_NETWORK_MODULE = "network"
+
 _REFERENCE = "doi:10.48550/arXiv.2010.11765"
-_UNIT = "a.u."
+_UNIT = "dimensionless"
+#: What neo 0.14.6 logs for every "dimensionless" series (it strips the trailing "s"); the unit it returns is right.
+_NEO_DIMENSIONLESS_MESSAGE = "Can't handle unit 'dimensionles'. Returning dimensionless"
 _ACTIVATIONS_PREFIX = "activations_"
 _DTYPES = ("str", "int", "float", "bool")
 
@@ -157,7 +194,7 @@ def layer_column_name(layer: str) -> str:
     """Name used for a layer inside the file (series name suffix and table column name).
 
     Characters other than ASCII letters, digits, ``_`` and ``-`` become ``_`` (``"layer1.0.conv1"`` ->
-    ``"layer1_0_conv1"``); the true layer name is kept in ``processing/network/layers``.
+    ``"layer1_0_conv1"``); the true layer name is kept in ``processing/misc/layers``.
 
     Parameters
     ----------
@@ -236,6 +273,35 @@ def _check_ground_truth(gt: GroundTruth) -> None:
             raise ValueError(f"activations/activity_change of layer {layer!r} do not have S={n_s} stimuli.")
 
 
+def attribution_fields(experimenter: str | Sequence[str] | None = None, institution: str | None = None,
+                       lab: str | None = None) -> dict[str, Any]:
+    """The ``NWBFile`` keyword arguments for who ran a session and where (shared by sessions and rig exports).
+
+    Parameters
+    ----------
+    experimenter : str or sequence of str, optional
+        Name(s), DANDI form ``"Last, First"``. ``None`` gives :data:`IN_SILICO_EXPERIMENTER`; an empty
+        sequence writes no experimenter.
+    institution, lab : str, optional
+        Written when non-empty.
+
+    Returns
+    -------
+    dict
+        ``experimenter`` (tuple of str or None), ``institution`` and ``lab`` (str or None).
+    """
+    if experimenter is None:
+        names: tuple[str, ...] = (IN_SILICO_EXPERIMENTER,)
+    elif isinstance(experimenter, str):
+        names = (experimenter,) if experimenter else ()
+    else:
+        names = tuple(str(x) for x in experimenter if str(x))
+    for key, value in (("institution", institution), ("lab", lab)):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(f"The {key!r} parameter must be a str or None. Got {type(value).__name__} instead.")
+    return {"experimenter": names or None, "institution": institution or None, "lab": lab or None}
+
+
 def _gzip(data: np.ndarray, chunks: tuple[int, ...]) -> H5DataIO:
     return H5DataIO(data=data, compression="gzip", compression_opts=1, chunks=chunks)
 
@@ -256,7 +322,8 @@ def _per_checkpoint_table(name: str, description: str, gt: GroundTruth, arrays: 
 
 def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: str | None,
                    experimenter: tuple[str, ...] | None, subject_id: str, session_id: str,
-                   weights_dtype: str = "float32") -> NWBFile:
+                   weights_dtype: str = "float32", institution: str | None = None,
+                   lab: str | None = None) -> NWBFile:
     from virtual_lab import __version__
 
     meta = gt.metadata
@@ -277,6 +344,8 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
         session_start_time=SESSION_START_TIME,
         file_create_date=SESSION_START_TIME,
         experimenter=experimenter,
+        institution=institution,
+        lab=lab,
         experiment_description=(
             "In silico experiment (virtual_lab): artificial neural networks trained under known learning rules "
             "and recorded like a neural population, to identify the learning rule from neural observables "
@@ -314,8 +383,9 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
             rate=CLOCK_RATE_HZ,
             starting_time=0.0,
             description=(f"In silico activations of layer {layer!r} ({depth}): output of all {n_units} units "
-                         f"for each of {n_s} probe stimuli at each of {n_t} checkpoints, in arbitrary units; "
-                         f"rows are checkpoint-major (reshape to ({n_t}, {n_s}, {n_units})). {clock}"),
+                         f"for each of {n_s} probe stimuli at each of {n_t} checkpoints, dimensionless (the "
+                         f"numbers the artificial network computes, no physical unit); rows are checkpoint-major "
+                         f"(reshape to ({n_t}, {n_s}, {n_units})). {clock}"),
         ))
 
     # --- intervals: epochs (checkpoints) and trials (probe presentations)
@@ -358,14 +428,15 @@ def _build_nwbfile(gt: GroundTruth, *, protocol_name: str, session_description: 
         rate=CLOCK_RATE_HZ,
         starting_time=0.0,
         dimension=dimension,
-        description=(f"In silico probe set: the {n_s} stimuli shown, in this order, at every checkpoint "
-                     f"(original shape {tuple(gt.probe_stimuli.shape)}"
+        description=(f"In silico probe set: the {n_s} stimuli shown, in this order, at every checkpoint, as the "
+                     f"dimensionless network inputs (original shape {tuple(gt.probe_stimuli.shape)}"
                      f"{'; channels-last RGB' if gt.probe_stimuli.ndim == 4 else ''}). {clock}"),
     ))
 
-    # --- processing/network
+    # --- processing/misc: the network state
     network = nwbfile.create_processing_module(
-        name="network", description="In silico network state: layers, units, weights, activity change, run spec.")
+        name=NETWORK_MODULE,
+        description="In silico network state: layers, units, weights, activity change, run spec.")
     network.add(DynamicTable(
         name="layers",
         description="Recorded layers in forward order.",
@@ -527,6 +598,8 @@ def write_session(
     subject_id: str | None = None,
     session_id: str | None = None,
     weights_dtype: str = "float32",
+    institution: str | None = None,
+    lab: str | None = None,
 ) -> Path:
     """Write one ground-truth session as an NWB file, atomically.
 
@@ -547,7 +620,8 @@ def write_session(
     session_description : str, optional
         Defaults to an "in silico" description naming the run, architecture, rule and task.
     experimenter : str or sequence of str, optional
-        Experimenter name(s), DANDI form ``"Last, First"``.
+        Experimenter name(s), DANDI form ``"Last, First"``. Defaults to :data:`IN_SILICO_EXPERIMENTER`
+        (``"virtual_lab, in silico"``: no person performed the run); an empty sequence writes none.
     subject_id : str, optional
         Subject (network) id; defaults to ``sanitize_id(run_id)``. Passed through :func:`sanitize_id`.
     session_id : str, optional
@@ -555,6 +629,9 @@ def write_session(
     weights_dtype : {"float32", "float16"}, default="float32"
         Precision of the stored weight matrices (they dominate file size). ``"float16"`` rounds them
         (relative error <= 2**-11 for |w| >= 6.1e-5, absolute error <= 3e-8 below); readers return float32.
+    institution, lab : str, optional
+        ``general/institution`` and ``general/lab``; omitted when empty. None of the attribution fields is
+        part of the run id or of the training table, so they never make a stored session look mismatched.
 
     Returns
     -------
@@ -571,18 +648,14 @@ def write_session(
         raise ValueError(f"The 'weights_dtype' parameter of write_session must be 'float32' or 'float16'. "
                          f"Got {weights_dtype!r} instead.")
     path = Path(path)
-    if isinstance(experimenter, str):
-        experimenter = (experimenter,)
-    elif experimenter is not None:
-        experimenter = tuple(str(x) for x in experimenter)
     nwbfile = _build_nwbfile(
         ground_truth,
         protocol_name=protocol_name,
         session_description=session_description,
-        experimenter=experimenter or None,
         subject_id=sanitize_id(subject_id if subject_id is not None else ground_truth.run_id),
         session_id=sanitize_id(session_id if session_id is not None else GROUND_TRUTH_SESSION_ID),
         weights_dtype=weights_dtype,
+        **attribution_fields(experimenter, institution, lab),
     )
     _set_deterministic_object_ids(nwbfile)
     write_nwb_atomically(nwbfile, path)
@@ -592,6 +665,16 @@ def write_session(
 
 
 # ----------------------------------------------------------------------------------------------- read
+
+
+def _network_module(nwbfile: NWBFile) -> Any:
+    """The network-state module of a session: ``processing/misc``, or ``processing/network`` in older files."""
+    for name in (NETWORK_MODULE, LEGACY_NETWORK_MODULE):
+        module = nwbfile.processing.get(name)
+        if module is not None and "training" in module.data_interfaces:
+            return module
+    raise KeyError(f"no processing/{NETWORK_MODULE} (or processing/{LEGACY_NETWORK_MODULE}) module with a "
+                   f"training table")
 
 
 def _layer_table(network: Any) -> tuple[list[str], list[str], list[str], list[int]]:
@@ -628,7 +711,7 @@ def read_session(path: str | os.PathLike, *, engine: str = "pynwb") -> GroundTru
         raise ValueError(f"The 'engine' parameter of read_session must be 'pynwb' or 'h5py'. Got {engine!r} instead.")
     with NWBHDF5IO(str(path), mode="r") as io:
         nwbfile = io.read()
-        network = nwbfile.processing["network"]
+        network = _network_module(nwbfile)
         names, columns, depths, _ = _layer_table(network)
         epochs = nwbfile.epochs
         steps = np.asarray(epochs["training_step"].data[:], dtype=np.int64)
@@ -702,7 +785,7 @@ def is_complete_session(path: str | os.PathLike) -> bool:
             return False
         with NWBHDF5IO(str(path), mode="r") as io:
             nwbfile = io.read()
-            network = nwbfile.processing["network"]
+            network = _network_module(nwbfile)
             names, columns, _, n_units = _layer_table(network)
             n_t = len(nwbfile.epochs)
             n_s = nwbfile.stimulus_template["probe_stimuli"].data.shape[0]
@@ -727,17 +810,26 @@ def is_complete_session(path: str | os.PathLike) -> bool:
 # The layout above read with h5py alone: sweeps scan thousands of files, and pynwb's object mapping costs
 # ~0.2-0.5 s per file where h5py needs a few ms.
 
-_NETWORK = "processing/network"
+def _h5_network(f: h5py.File) -> str:
+    """HDF5 path of the network-state module: ``processing/misc``, or ``processing/network`` in older files.
+
+    The first of the two that holds a training table; ``processing/misc`` when neither does (lookups then
+    fail with a ``KeyError`` naming the current layout).
+    """
+    for name in (NETWORK_MODULE, LEGACY_NETWORK_MODULE):
+        if f"processing/{name}/training" in f:
+            return f"processing/{name}"
+    return f"processing/{NETWORK_MODULE}"
 
 
 def _h5_layers(f: h5py.File) -> tuple[list[str], list[str], list[str], list[int]]:
-    layers = f[f"{_NETWORK}/layers"]
+    layers = f[f"{_h5_network(f)}/layers"]
     return (_as_str_list(layers["layer"]), _as_str_list(layers["column_name"]),
             _as_str_list(layers["depth_position"]), [int(x) for x in layers["n_units"][:]])
 
 
 def _h5_metadata(f: h5py.File) -> dict[str, Any]:
-    training = f[f"{_NETWORK}/training"]
+    training = f[f"{_h5_network(f)}/training"]
     return {key: _decode_value(value, dtype)
             for key, value, dtype in zip(_as_str_list(training["key"]), _as_str_list(training["value"]),
                                          _as_str_list(training["dtype"]))}
@@ -752,12 +844,13 @@ def _read_session_h5py(path: Path) -> GroundTruth:
         if n_t == 0 or len(labels_all) % n_t:
             raise ValueError(f"{path}: {len(labels_all)} trials do not split into {n_t} checkpoints.")
         n_s = len(labels_all) // n_t
+        network = _h5_network(f)
         activations, weights, change = {}, {}, {}
         for layer, column in zip(names, columns):
             block = np.asarray(f[f"acquisition/{_ACTIVATIONS_PREFIX}{column}/data"][()], dtype=np.float32)
             activations[layer] = block.reshape(n_t, n_s, block.shape[1])
-            weights[layer] = np.asarray(f[f"{_NETWORK}/weights/{column}"][()], dtype=np.float32)
-            change[layer] = np.asarray(f[f"{_NETWORK}/activity_change/{column}"][()], dtype=np.float32)
+            weights[layer] = np.asarray(f[f"{network}/weights/{column}"][()], dtype=np.float32)
+            change[layer] = np.asarray(f[f"{network}/activity_change/{column}"][()], dtype=np.float32)
         probe = f["stimulus/templates/probe_stimuli"]
         stimuli = np.asarray(probe["data"][()], dtype=np.float32)
         dimension = probe["dimension"][:] if "dimension" in probe else None
@@ -780,7 +873,7 @@ def _read_session_h5py(path: Path) -> GroundTruth:
 
 
 def read_session_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The resolved run metadata stored in a session (``processing/network/training``), via h5py only.
+    """The resolved run metadata stored in a session (``processing/misc/training``), via h5py only.
 
     Parameters
     ----------
@@ -800,6 +893,42 @@ def read_session_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """
     with h5py.File(Path(path), "r") as f:
         return _h5_metadata(f)
+
+
+def read_session_attribution(path: str | os.PathLike) -> dict[str, Any]:
+    """Who ran an NWB file and where (``general/experimenter``, ``institution``, ``lab``), via h5py only.
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    dict
+        ``experimenter`` (tuple of str, empty when none is stored), ``institution`` and ``lab`` (str, empty
+        when not stored): the keyword arguments of :func:`write_session` and
+        :func:`~virtual_lab.rig.export.export_recording` that write the same attribution again.
+
+    Raises
+    ------
+    OSError
+        The file cannot be opened as HDF5.
+    """
+    def text(value: Any) -> str:
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+    with h5py.File(Path(path), "r") as f:
+        general = f.get("general")
+        out: dict[str, Any] = {"experimenter": (), "institution": "", "lab": ""}
+        if general is None:
+            return out
+        if "experimenter" in general:
+            stored = general["experimenter"][()]
+            out["experimenter"] = tuple(text(x) for x in np.atleast_1d(stored))
+        for key in ("institution", "lab"):
+            if key in general:
+                out[key] = text(general[key][()])
+        return out
 
 
 #: Kinds of file :func:`describe_session_file` tells apart.
@@ -849,11 +978,12 @@ def describe_session_file(path: str | os.PathLike) -> tuple[str, str, dict[str, 
         with f:
             if "nwb_version" not in f.attrs:
                 return "foreign", "HDF5 file that is not NWB (no nwb_version attribute)", {}
-            if f"{_NETWORK}/training" not in f or f"{_NETWORK}/layers" not in f:
+            network = _h5_network(f)
+            if f"{network}/training" not in f or f"{network}/layers" not in f:
                 identifier = f["identifier"][()] if "identifier" in f else b"?"
                 identifier = identifier.decode("utf-8", "replace") if isinstance(identifier, bytes) else identifier
                 return ("foreign", f"NWB file that is not a virtual_lab ground-truth session "
-                        f"(identifier {identifier!r}, no {_NETWORK}/training)", {})
+                        f"(identifier {identifier!r}, no {network}/training)", {})
             names, columns, _, n_units = _h5_layers(f)
             n_t = len(f["intervals/epochs/id"])
             n_s = f["stimulus/templates/probe_stimuli/data"].shape[0]
@@ -865,11 +995,11 @@ def describe_session_file(path: str | os.PathLike) -> tuple[str, str, dict[str, 
             for column, units in zip(columns, n_units):
                 if f[f"acquisition/{_ACTIVATIONS_PREFIX}{column}/data"].shape != (n_t * n_s, units):
                     problems.append(f"activations of {column} have the wrong shape")
-                if f[f"{_NETWORK}/weights/{column}"].shape[0] != n_t:
+                if f[f"{network}/weights/{column}"].shape[0] != n_t:
                     problems.append(f"weights of {column} have the wrong number of checkpoints")
-                if f[f"{_NETWORK}/activity_change/{column}"].shape != (n_t, n_s):
+                if f[f"{network}/activity_change/{column}"].shape != (n_t, n_s):
                     problems.append(f"activity change of {column} has the wrong shape")
-            if len(f[f"{_NETWORK}/units/id"]) != sum(n_units):
+            if len(f[f"{network}/units/id"]) != sum(n_units):
                 problems.append("units table does not match the layers")
             if len(f["processing/behavior/performance/id"]) != n_t:
                 problems.append("performance table does not match the checkpoints")
@@ -955,6 +1085,10 @@ def read_neo(path: str | os.PathLike):
     Activations appear as ``AnalogSignal`` (10 Hz virtual clock, dimensionless) and the checkpoints as
     one ``Epoch``; tables in ``processing`` and ``intervals/trials`` are not read by neo.
 
+    neo 0.14.6 logs "Can't handle unit 'dimensionles'. Returning dimensionless" for every dimensionless
+    series (it strips the final "s" of unit names) although the unit it returns is right; this function
+    drops exactly that message while it reads. Every other neo message passes through.
+
     Parameters
     ----------
     path : str or path-like
@@ -966,11 +1100,19 @@ def read_neo(path: str | os.PathLike):
     """
     from neo.io import NWBIO
 
-    reader = NWBIO(str(path), "r")
+    def not_the_dimensionless_false_alarm(record: logging.LogRecord) -> bool:
+        return record.getMessage() != _NEO_DIMENSIONLESS_MESSAGE
+
+    neo_logger = logging.getLogger("Neo")
+    neo_logger.addFilter(not_the_dimensionless_false_alarm)
     try:
-        return reader.read()[0]
+        reader = NWBIO(str(path), "r")
+        try:
+            return reader.read()[0]
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        neo_logger.removeFilter(not_the_dimensionless_false_alarm)
 
 
 def partition_session_files(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[Path, str]]]:

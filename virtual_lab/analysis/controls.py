@@ -30,6 +30,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -652,11 +653,16 @@ def read_session_arrays(path: str) -> Any:
         return read_session(path)
 
 
-def _session_features(path: str, rigs: tuple[str, ...], observables: tuple, seed: int
-                      ) -> tuple[list[FeatureTable | None], list[_Curves], list[str]]:
+def _session_features(path: str, rigs: tuple[str, ...], observables: Mapping[str, tuple], seed: int
+                      ) -> tuple[list[FeatureTable | None], list[_Curves | None], list[tuple[str, str]]]:
+    """Tables and curves of one session through every rig; ``errors`` holds (rig, reason) per rig that failed."""
     from virtual_lab.analysis.observables import build_feature_table
 
-    ground_truth = read_session_arrays(path)
+    try:
+        ground_truth = read_session_arrays(path)
+    except (KeyError, OSError, TypeError, ValueError) as error:
+        reason = f"unreadable ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        return [None] * len(rigs), [None] * len(rigs), [(rig, reason) for rig in rigs]
     tables, curves, errors = [], [], []
     for rig in rigs:
         recording = observe_session(ground_truth, rig, seed)
@@ -665,15 +671,95 @@ def _session_features(path: str, rigs: tuple[str, ...], observables: tuple, seed
                               _Source(np.asarray(ground_truth.train_loss), np.asarray(ground_truth.test_accuracy)),
                               np.asarray(recording.checkpoint_indices)))
         try:
-            table = build_feature_table([recording], observables)
+            table = build_feature_table([recording], observables[rig])
             tables.append(_replace(table, metadata=tuple({**m, "rig": rig, "session_path": str(path),
                                                           "checkpoint_steps": tuple(int(s) for s in
                                                                                     recording.checkpoint_steps)}
                                                          for m in table.metadata)))
         except ValueError as error:  # e.g. a diverged network
             tables.append(None)
-            errors.append(f"{path} [{rig}]: {error}")
+            errors.append((rig, "network diverged" if recording.metadata.get("diverged", False) else str(error)))
     return tables, curves, errors
+
+
+def _reasons(reasons: Sequence[str]) -> str:
+    """Per-session reasons, deduplicated with counts, most frequent first, on one line."""
+    from collections import Counter
+
+    return "; ".join(f"{n} session{'s' if n > 1 else ''}: {reason}"
+                     for reason, n in Counter(reasons).most_common())
+
+
+def _complete_files(paths: Sequence[str] | str) -> list:
+    """Session files under ``paths`` (files or folders), damaged or foreign ones warned about and skipped."""
+    from virtual_lab.sessions import _session_files, partition_session_files
+
+    files: list = []
+    for item in ([paths] if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__") else paths):
+        found = _session_files(item)
+        if not found or not all(p.is_file() for p in found):
+            raise ValueError(f"no NWB session found at {str(item)!r}")
+        files.extend(found)
+    # absolute paths: joblib's worker processes may have been started in another working directory
+    files, skipped = partition_session_files(sorted({Path(f).resolve() for f in files}))  # damaged: warned, skipped
+    if not files:
+        raise ValueError(f"no complete session among the files given ({len(skipped)} skipped: "
+                         f"{skipped[0][1] if skipped else 'none found'})")
+    return files
+
+
+def _checked_rigs(rigs: Sequence[str]) -> tuple[str, ...]:
+    from virtual_lab.rig.presets import load_preset
+
+    rigs = tuple(dict.fromkeys(rigs))
+    if not rigs:
+        raise ValueError("rigs must name at least one rig ('full' or a preset)")
+    for rig in rigs:
+        if rig != "full":
+            load_preset(rig)  # unknown names fail here, with the list of presets
+    return rigs
+
+
+def rig_observables(paths: Sequence[str] | str, rigs: Sequence[str] = ("full",), observables: Any = None, *,
+                    explicit: bool = False, seed: int = 0) -> dict[str, tuple[tuple[Any, ...], str]]:
+    """The observables each rig measures, decided on the first session of ``paths``.
+
+    Each rig observes the first complete session once, and
+    :func:`virtual_lab.rig.presets.measured_observables` keeps the observables of the measures it records
+    (a calcium or electrophysiology preset records activity only, an EM or spine preset weights only).
+
+    Parameters
+    ----------
+    paths : str or sequence of str
+        Session files or folders of them.
+    rigs : sequence of str, default=("full",)
+        ``"full"`` or rig preset names / paths.
+    observables : sequence, optional
+        What was asked for; default: the paper's 24 admissible observables.
+    explicit : bool, default=False
+        The observables were named one by one: one a rig cannot measure is an error, not left out.
+    seed : int, default=0
+        Rig seed, as in :func:`tables_from_sessions`.
+
+    Returns
+    -------
+    dict of str to (tuple of Observable, str)
+        Rig -> (observables kept, the one-line note saying what was left out, ``""`` if nothing).
+
+    Raises
+    ------
+    ValueError
+        No session; an unknown preset; a rig measuring none of the observables; with ``explicit``, an
+        observable a rig cannot measure.
+    """
+    from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES, _as_observables
+    from virtual_lab.rig.presets import measured_observables
+
+    observables = _as_observables(ADMISSIBLE_OBSERVABLES if observables is None else observables)
+    rigs = _checked_rigs(rigs)
+    ground_truth = read_session_arrays(str(_complete_files(paths)[0]))
+    return {rig: measured_observables(observables, observe_session(ground_truth, rig, seed).measures, rig,
+                                      explicit=explicit) for rig in rigs}
 
 
 def tables_from_sessions(paths: Sequence[str] | str, rigs: Sequence[str] = ("full",),
@@ -687,8 +773,10 @@ def tables_from_sessions(paths: Sequence[str] | str, rigs: Sequence[str] = ("ful
         Session files or folders of them (searched recursively for ``*.nwb``).
     rigs : sequence of str, default=("full",)
         ``"full"`` or rig preset names / paths.
-    observables : sequence, optional
-        Default: the paper's 24 admissible observables.
+    observables : sequence or dict of str to sequence, optional
+        Default: the paper's 24 admissible observables. Each rig keeps those it measures
+        (:func:`rig_observables`; what it leaves out is logged in one line). A dict (rig -> observables, as
+        chosen with :func:`rig_observables`) is used as given.
     seed : int, default=0
         Rig seed (each network gets ``derive_seed(seed, run_id)``).
     n_jobs : int, default=1
@@ -700,45 +788,48 @@ def tables_from_sessions(paths: Sequence[str] | str, rigs: Sequence[str] = ("ful
         Rig -> table; every example's metadata has ``rig``, ``session_path`` and ``checkpoint_steps``.
     curves : dict of str to list
         Rig -> per-network performance curves at the rig's checkpoints (for :func:`performance_table`).
+
+    Raises
+    ------
+    ValueError
+        No session; an unknown preset; or no usable session for a rig, with the reasons of its sessions
+        (deduplicated, with counts) on one line.
     """
     from joblib import Parallel, delayed
 
-    from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES, _as_observables
-    from virtual_lab.sessions import _session_files
+    from virtual_lab.analysis.observables import _as_observables
 
-    observables = _as_observables(ADMISSIBLE_OBSERVABLES if observables is None else observables)
-    files: list = []
-    for item in ([paths] if isinstance(paths, (str, bytes)) or hasattr(paths, "__fspath__") else paths):
-        found = _session_files(item)
-        if not found or not all(p.is_file() for p in found):
-            raise ValueError(f"no NWB session found at {str(item)!r}")
-        files.extend(found)
-    from virtual_lab.sessions import partition_session_files
+    files = _complete_files(paths)
+    rigs = _checked_rigs(rigs)
+    if isinstance(observables, Mapping):
+        missing = [rig for rig in rigs if rig not in observables]
+        if missing:
+            raise ValueError(f"observables given per rig lack the rig(s) {', '.join(missing)}")
+        chosen = {rig: _as_observables(observables[rig]) for rig in rigs}
+    else:  # each rig keeps what it measures, decided on the first session
+        chosen = {}
+        for rig, (kept, note) in rig_observables(str(files[0]), rigs, observables, seed=seed).items():
+            chosen[rig] = kept
+            if note:
+                logger.info("%s", note)
+    from virtual_lab.progress import progress_bar
 
-    files, skipped = partition_session_files(sorted(set(files)))  # damaged/foreign files: warned, skipped
-    if not files:
-        raise ValueError(f"no complete session among the files given ({len(skipped)} skipped: "
-                         f"{skipped[0][1] if skipped else 'none found'})")
-    rigs = tuple(dict.fromkeys(rigs))
-    if not rigs:
-        raise ValueError("rigs must name at least one rig ('full' or a preset)")
-    for rig in rigs:
-        if rig != "full":
-            from virtual_lab.rig.presets import load_preset
-
-            load_preset(rig)  # unknown names fail here, with the list of presets
-    outputs = Parallel(n_jobs=n_jobs, batch_size="auto")(
-        delayed(_session_features)(str(path), rigs, observables, seed) for path in files)
+    outputs = Parallel(n_jobs=n_jobs, batch_size="auto", return_as="generator")(
+        delayed(_session_features)(str(path), rigs, chosen, seed) for path in files)
+    outputs = list(progress_bar(outputs, total=len(files), desc=f"observing ({', '.join(rigs)})", unit="sessions"))
     tables, curves = {}, {}
     for index, rig in enumerate(rigs):
         parts = [out[0][index] for out in outputs if out[0][index] is not None]
+        reasons = [reason for out in outputs for r, reason in out[2] if r == rig]
         if not parts:
-            raise ValueError(f"no usable session for rig {rig!r} (all diverged or unreadable)")
+            raise ValueError(f"no usable session for rig {rig!r}: {_reasons(reasons)}")
+        if reasons:
+            logger.warning("rig %s: skipped %d of %d sessions (%s)", rig, len(reasons), len(files), _reasons(reasons))
         tables[rig] = concat_tables(parts)
-        curves[rig] = [out[1][index] for out in outputs]
-    for out in outputs:
-        for error in out[2]:
-            logger.warning("skipped %s", error)
+        curves[rig] = [out[1][index] for out in outputs if out[1][index] is not None]
+    for path, out in zip(files, outputs):
+        for rig, reason in out[2]:
+            logger.debug("skipped %s [%s]: %s", path, rig, reason)
     return tables, curves
 
 
@@ -871,19 +962,26 @@ def standard_controls(table: FeatureTable, recordings: Sequence[Any], decoder: s
         ``split_difference`` (layer-level minus grouped mean accuracy) and ``skipped`` (control -> reason).
     """
     from virtual_lab.analysis.clustering import cluster_runs
+    from virtual_lab.progress import progress_bar, quiet
 
     kwargs = dict(n_splits=n_splits, test_fraction=test_fraction, seed=seed, n_jobs=n_jobs)
     entries: list[dict[str, Any]] = []
     extras: dict[str, Any] = {"skipped": {}}
     names = [n for n in (*OBSERVABLE_CLASSES, "time_average", "last_timepoint", "time_shuffled", "performance_only",
                          "performance_matched", "family", "layer_splits")]
+    varying = [key for key in held_out if len({str(v) for v in table.metadata_column(key)}) >= 2]
+    bar = progress_bar(total=len(names) + len(varying), desc="controls", unit="controls")
     for name in names:
+        bar.set_postfix_str(name)
         try:
-            results = run_control(name, table, decoder, recordings=recordings, **kwargs)
+            with quiet():  # one bar over the controls, not one per control's decoder
+                results = run_control(name, table, decoder, recordings=recordings, **kwargs)
         except ValueError as error:
             logger.warning("control %s skipped: %s", name, error)
             extras["skipped"][name] = str(error)
             continue
+        finally:
+            bar.update()
         for label, result in results:
             if label == "grouped splits":
                 grouped = result
@@ -894,17 +992,20 @@ def standard_controls(table: FeatureTable, recordings: Sequence[Any], decoder: s
                 extras["split_difference"] = {
                     metric: float(np.mean(getattr(result, metric)) - np.mean(getattr(grouped, metric)))
                     for metric in ("layer_accuracy", "network_accuracy")}
-    for key in held_out:
-        if len({str(v) for v in table.metadata_column(key)}) < 2:
-            continue  # the sessions do not vary in this key: nothing to hold out
+    for key in varying:  # keys the sessions do not vary in have nothing to hold out
+        bar.set_postfix_str(f"held-out {key}")
         try:
-            results = held_out_generalization(table, key, decoder, **kwargs)
+            with quiet():
+                results = held_out_generalization(table, key, decoder, **kwargs)
         except ValueError as error:
             logger.warning("held-out %s skipped: %s", key, error)
             extras["skipped"][f"held-out {key}"] = str(error)
             continue
+        finally:
+            bar.update()
         entries.extend({"rig": rig, "decoder": decoder, "control": label, "summary": result.summary(),
                         "result": result} for label, result in results)
+    bar.close()
     chosen = permutation_decoder or decoder
     try:
         if n_permutations < 1:

@@ -727,10 +727,13 @@ def cross_validate(table: FeatureTable, decoder: str | Any, splits: Sequence[tup
         inner = [_inner_splits(split_kind, groups[train], y[train], inner_splits, test_fraction,
                                _decoder_seed(seed + 1, index), index) for index, (train, _) in enumerate(splits)]
     layout = _table_layout(table)
-    outputs = Parallel(n_jobs=n_jobs)(
+    from virtual_lab.progress import progress_bar
+
+    outputs = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_run_split)(decoder, X, y, train, test, classes, _decoder_seed(seed, index), layout, grid,
                             inner[index])
         for index, (train, test) in enumerate(splits))
+    outputs = list(progress_bar(outputs, total=len(splits), desc=f"decoding ({decoder_name})", unit="splits"))
 
     n_classes = len(classes)
     layer_counts = np.zeros((n_classes, n_classes), dtype=np.int64)
@@ -919,8 +922,11 @@ def _permuted_rules(table: FeatureTable, seed: int, index: int) -> np.ndarray:
 def _null_score(table: FeatureTable, decoder: Any, seed: int, index: int, metric: str, kwargs: dict) -> float:
     import dataclasses
 
+    from virtual_lab.progress import quiet
+
     shuffled = dataclasses.replace(table, rule=_permuted_rules(table, seed, index))
-    result = evaluate(shuffled, decoder, seed=seed, n_jobs=1, **kwargs)
+    with quiet():  # one bar over the shuffles, not one per shuffle
+        result = evaluate(shuffled, decoder, seed=seed, n_jobs=1, **kwargs)
     return float(np.mean(getattr(result, metric)))
 
 
@@ -968,8 +974,11 @@ def permutation_test(table: FeatureTable, decoder: str | Any = "random_forest", 
     if observed is None:
         observed = evaluate(table, decoder, seed=seed, n_jobs=n_jobs, **evaluate_kwargs)
     value = float(np.mean(getattr(observed, metric)))
-    null = Parallel(n_jobs=n_jobs)(delayed(_null_score)(table, decoder, seed, index, metric, evaluate_kwargs)
-                                   for index in range(n_permutations))
+    from virtual_lab.progress import progress_bar
+
+    null = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_null_score)(table, decoder, seed, index, metric, evaluate_kwargs) for index in range(n_permutations))
+    null = list(progress_bar(null, total=n_permutations, desc="permutation test", unit="shuffles"))
     null = np.asarray(null, dtype=np.float64)
     b = int(np.sum(null >= value))
     return PermutationResult(metric=metric, observed=value, null=null, p_value=(b + 1) / (n_permutations + 1),

@@ -32,7 +32,6 @@ from __future__ import annotations
 import difflib
 import functools
 import logging
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -519,16 +518,6 @@ def select(table: FeatureTable, mask: np.ndarray | Sequence[int] | Sequence[bool
     return table.subset(mask)
 
 
-def _progress(items: list, enabled: bool, description: str):
-    if not enabled:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        return items
-    return tqdm(items, desc=description, file=sys.stderr)
-
-
 def build_feature_table(recordings: Iterable[Recording],
                         observables: Sequence[Observable | str] = ADMISSIBLE_OBSERVABLES,
                         progress: bool = False) -> FeatureTable:
@@ -568,7 +557,9 @@ def build_feature_table(recordings: Iterable[Recording],
     diverged_ids = []
     by_count: dict[int, list[str]] = {}
     n_seen = 0
-    for recording in _progress(recordings, progress, "observables"):
+    from virtual_lab.progress import progress_bar
+
+    for recording in progress_bar(recordings, desc="observables", unit="sessions", enabled=progress):
         if not isinstance(recording, Recording):
             raise TypeError(f"recordings must be virtual_lab.rig.Recording objects, got "
                             f"{type(recording).__name__} (wrap a GroundTruth with Recording.from_ground_truth)")

@@ -56,7 +56,6 @@ import logging
 import math
 import numbers
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -580,11 +579,11 @@ def read_session_arrays(path: str | os.PathLike) -> GroundTruth:
     """
     import h5py
 
-    from virtual_lab.sessions import _decode_value, read_session
+    from virtual_lab.sessions import _decode_value, _h5_network, read_session
 
     try:
         with h5py.File(path, "r") as handle:
-            network = handle["processing/network"]
+            network = handle[_h5_network(handle)]
             names = _text(network["layers/layer"][()])
             columns = _text(network["layers/column_name"][()])
             depths = _text(network["layers/depth_position"][()])
@@ -648,7 +647,7 @@ def _layout_problem(ground_truth: GroundTruth, plan: Mapping[str, Any]) -> str:
 
 def _session_sources(recordings: Any) -> list[GroundTruth | Path]:
     if isinstance(recordings, (str, os.PathLike)):
-        root = Path(recordings)
+        root = Path(recordings).resolve()  # absolute: worker processes may run in another directory
         if root.is_dir():
             paths = sorted(p for p in root.rglob("*.nwb") if not p.name.startswith(".")
                            and "_ses-groundtruth" in p.name)
@@ -668,7 +667,7 @@ def _session_sources(recordings: Any) -> list[GroundTruth | Path]:
         if isinstance(item, GroundTruth):
             sources.append(item)
         elif isinstance(item, (str, os.PathLike)):
-            sources.append(Path(item))
+            sources.append(Path(item).resolve())
         else:
             raise TypeError(f"recordings must be a folder, session paths or GroundTruth objects, got "
                             f"{type(item).__name__}")
@@ -969,29 +968,24 @@ def _check_noise_param(settings: Mapping[str, Any], noise: Sequence[float]) -> N
 
 
 def _measured_observables(ground_truth: GroundTruth, plan: Mapping[str, Any], observables: Sequence[Observable],
-                          rig_name: str) -> tuple[Observable, ...]:
-    """The observables whose measure the preset records (a calcium rig sees activity, EM sees weights)."""
-    from virtual_lab.rig.presets import apply_preset
+                          rig_name: str, explicit: bool = False) -> tuple[Observable, ...]:
+    """The observables whose measure the preset records (a calcium rig sees activity, EM sees weights):
+    :func:`virtual_lab.rig.presets.measured_observables`, as ``virtual-lab decode`` uses."""
+    from virtual_lab.rig.presets import apply_preset, measured_observables
 
     recording = apply_preset(ground_truth, plan["preset"], seed=0, **_preset_overrides(
         plan, plan["units"][0], plan["noise"][0], plan["sessions"][0]))
-    kept = tuple(o for o in observables if o.measure in recording.measures)
-    if not kept:
-        raise ValueError(f"rig preset {rig_name!r} measures {', '.join(recording.measures)}, and none of the "
-                         f"observables asked for uses it")
-    dropped = sorted({o.measure for o in observables} - set(recording.measures))
-    if dropped:
-        logger.info("rig preset %s does not measure %s: %d of %d observables kept", rig_name, ", ".join(dropped),
-                    len(kept), len(observables))
+    kept, note = measured_observables(observables, recording.measures, rig_name, explicit=explicit)
+    if note:
+        logger.info("%s", note)
     return kept
 
 
 # -- the analysis ----------------------------------------------------------------------------------------------------
 def _progress(total: int, description: str, enabled: bool):
-    from tqdm.auto import tqdm
+    from virtual_lab.progress import progress_bar
 
-    return tqdm(total=total, desc=description, file=sys.stderr, disable=None if enabled else True,
-                dynamic_ncols=True)
+    return progress_bar(total=total, desc=description, unit="items", enabled=enabled)
 
 
 def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float], sessions: Sequence[int], *,
@@ -1043,6 +1037,8 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
     layers : sequence of str, optional
         Layers recorded (default: all).
     observables : "admissible", "all" or sequence, default="admissible"
+        With a rig preset, "admissible" and "all" keep those the preset measures (one line logged); a
+        sequence naming one it cannot measure is an error.
     confidence : float, default=0.95
     n_bootstrap : int, default=2000
     n_jobs : int, default=-1
@@ -1085,6 +1081,7 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         rig_seed_list = tuple(resolve_seed(s) for s in rig_seeds)
         if not rig_seed_list:
             raise ValueError("rig_seeds must not be empty")
+    named = not isinstance(observables, str)  # a list given one by one: what the rig cannot measure is an error
     if isinstance(observables, str):
         if observables not in ("admissible", "all"):
             raise ValueError(f"observables must be 'admissible', 'all' or a list of observables, got {observables!r}")
@@ -1172,24 +1169,24 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         plan.update(general=True, preset=rig_settings["preset"], units=tuple(unit_values), sessions=tuple(
             session_values), cap_units=bool(cap_units), noise_param=rig_settings["noise_param"],
             has_checkpoints=has_checkpoints)
-        observables = plan["observables"] = _measured_observables(first_gt, plan, observables, rig_settings["name"])
+        observables = plan["observables"] = _measured_observables(first_gt, plan, observables, rig_settings["name"],
+                                                                  explicit=named)
     if requested_rules is not None and all(isinstance(s, GroundTruth) for s in sources):
         plan["rules"] = _resolve_rules(requested_rules, sorted({s.rule for s in sources}))
     del first_gt
 
     # stage 1: read every session once (in workers) and reduce it to grid features
-    bar = _progress(len(sources), "observing sessions", progress)
     in_memory = isinstance(sources[0], GroundTruth)
     parallel = Parallel(n_jobs=n_workers, return_as="generator", pre_dispatch="2*n_jobs",
                         prefer="threads" if in_memory else "processes")
     reduced = []
-    for info in parallel(delayed(_reduce_session)(source, plan) for source in sources):
-        if info["problem"]:
-            raise ValueError(f"recordings: session {info['source'] or info['run_id']} does not match the first "
-                             f"session: {info['problem']}")
-        reduced.append(info)
-        bar.update(1)
-    bar.close()
+    with _progress(len(sources), "power: observing sessions", progress) as bar:
+        for info in parallel(delayed(_reduce_session)(source, plan) for source in sources):
+            if info["problem"]:
+                raise ValueError(f"recordings: session {info['source'] or info['run_id']} does not match the "
+                                 f"first session: {info['problem']}")
+            reduced.append(info)
+            bar.update(1)
     diverged = [i["run_id"] for i in reduced if i["diverged"]]
     if diverged:
         logger.warning("dropped %d diverged network(s): %s", len(diverged), ", ".join(diverged))
@@ -1232,13 +1229,12 @@ def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float]
         return delayed(_decode_point)(X, rule_col, net_col, layer_col, depth_col, names[k], decoder, n_splits,
                                       test_fraction, split_seeds[r])
 
-    bar = _progress(len(tasks), "decoding grid points", progress)
     outputs = []
     parallel = Parallel(n_jobs=n_workers, return_as="generator", pre_dispatch="2*n_jobs")
-    for output in parallel(job(*task) for task in tasks):
-        outputs.append(output)
-        bar.update(1)
-    bar.close()
+    with _progress(len(tasks), "power: decoding grid points", progress) as bar:
+        for output in parallel(job(*task) for task in tasks):
+            outputs.append(output)
+            bar.update(1)
     if general:
         del per_sessions
     else:

@@ -41,6 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                     "summary.json and figures.",
         epilog="example:\n"
                "  virtual-lab decode recordings/quickstart\n"
+               "  virtual-lab decode recordings/quickstart --rig 2p-gcamp6s   # decodes the activity it measures\n"
                "  virtual-lab decode recordings/quickstart --decoder random_forest --decoder linear_svm "
                "--control all\n"
                "  virtual-lab decode recordings/quickstart --control time_average --control performance_only\n"
@@ -65,13 +66,17 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="nested hyperparameter selection inside every training split (default: none)")
     parser.add_argument("--n-splits", type=int, default=10, help="cross-validation splits (default 10)")
     parser.add_argument("--test-fraction", type=float, default=0.25, help="held-out fraction per rule (default 0.25)")
-    parser.add_argument("--observables", default="admissible", choices=("admissible", "all"),
-                        help="the paper's 24 admissible observables or all 45")
+    parser.add_argument("--observables", default="admissible", metavar="SET",
+                        help="'admissible' (the paper's 24, default), 'all' (45), or observable names separated by "
+                             "commas (e.g. actraw_mean,actabs_norm); a rig preset keeps those of what it "
+                             "measures (activity for imaging and electrophysiology, weights for EM and spines), "
+                             "and a name it cannot measure is an error")
     parser.add_argument("--n-permutations", type=int, default=100, help="for --control permutation (default 100)")
     parser.add_argument("--cluster-method", default="kmeans", choices=("kmeans", "gmm"))
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, decoders, shuffles (default 0)")
     parser.add_argument("--rig-seed", type=int, default=0, help="seed of the rig presets (default 0)")
     parser.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
     parser.add_argument("--output-dir", type=Path, default=None, help="where to write (default RECORDINGS/decode)")
     parser.set_defaults(func=run)
     return parser
@@ -87,6 +92,35 @@ def _controls(requested: list[str]) -> list[str]:
         _check_choice("control", name, allowed)
         out.extend((*CONTROLS, CLUSTER_CONTROL) if name == "all" else [name])
     return list(dict.fromkeys(out))
+
+
+def _observables(text: str) -> tuple[tuple, bool]:
+    """``--observables``: the observables and whether they were named one by one."""
+    from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES, ALL_OBSERVABLES, _as_observables
+
+    if text in ("admissible", "all"):
+        return (ADMISSIBLE_OBSERVABLES if text == "admissible" else ALL_OBSERVABLES), False
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--observables must be 'admissible', 'all' or observable names separated by commas")
+    return _as_observables(names), True
+
+
+def _measured_controls(controls: list[str], named: set[str], rig: str, observables: tuple) -> list[str]:
+    """Drop the observable-class controls of a measure none of the first rig's observables is of (those from
+    ``all``, with a printed line); one named explicitly is an error."""
+    from virtual_lab.analysis.controls import OBSERVABLE_CLASSES
+    from virtual_lab.rig.presets import MEASURE_WORDS
+
+    measured = {o.measure for o in observables}
+    unmeasured = [c for c in controls if c in OBSERVABLE_CLASSES and OBSERVABLE_CLASSES[c] not in measured]
+    for name in unmeasured:
+        if name in named:
+            raise ValueError(f"--control {name}: no observable of {MEASURE_WORDS[OBSERVABLE_CLASSES[name]]} is decoded "
+                             f"through rig {rig} (only of {', '.join(sorted(measured))})")
+    if unmeasured:
+        print(f"controls {', '.join(unmeasured)} skipped: no observable of theirs is decoded through rig {rig}")
+    return [c for c in controls if c not in unmeasured]
 
 
 def _rows(analysis: str, rig: str, decoder: str, control: str, target: str, result: Any,
@@ -109,7 +143,6 @@ def run(args: argparse.Namespace) -> int:
     from virtual_lab.analysis.clustering import cluster_runs, plot_embedding
     from virtual_lab.analysis.decoders import make_decoder
     from virtual_lab.analysis.evaluation import PermutationResult, evaluate
-    from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES, ALL_OBSERVABLES
 
     started = time.perf_counter()
     decoders = list(dict.fromkeys(args.decoder or ["random_forest"]))
@@ -126,8 +159,14 @@ def run(args: argparse.Namespace) -> int:
     output = args.output_dir or (args.recordings[0] if args.recordings[0].is_dir() else args.recordings[0].parent) / "decode"
     output.mkdir(parents=True, exist_ok=True)
 
-    observables = ADMISSIBLE_OBSERVABLES if args.observables == "admissible" else ALL_OBSERVABLES
-    tables, curves = C.tables_from_sessions([str(p) for p in args.recordings], rigs, observables,
+    observables, named = _observables(args.observables)
+    paths = [str(p) for p in C._complete_files([str(p) for p in args.recordings])]  # damaged files: warned once
+    chosen = C.rig_observables(paths[0], rigs, observables, explicit=named, seed=args.rig_seed)
+    for _, note in chosen.values():
+        if note:
+            print(note)  # e.g. "rig 2p-gcamp6s measures activity only: using its 8 activity observables ..."
+    controls = _measured_controls(controls, set(args.control) - {"all"}, rigs[0], chosen[rigs[0]][0])
+    tables, curves = C.tables_from_sessions(paths, rigs, {rig: kept for rig, (kept, _) in chosen.items()},
                                             seed=args.rig_seed, n_jobs=n_jobs)
     t_features = time.perf_counter() - started
     meta_by_network = {str(nid): dict(meta) for t in tables.values() for nid, meta in zip(t.network_id, t.metadata)}

@@ -84,6 +84,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--key", type=Path, default=None,
                         help="where to write the blind key (default: OUT-blind-key.json next to OUT)")
     parser.add_argument("--seed", type=int, default=0, help="rig seed (default 0)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="override a preset parameter (noise_sd, n_units, n_checkpoints, ... or stage.key)")
     parser.set_defaults(func=_run)

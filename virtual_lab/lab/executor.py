@@ -196,6 +196,8 @@ class SweepPlan:
     caveats : tuple of str
         What the plan cannot deliver as the protocol may expect (e.g. information-alignment runs shorter than
         the time constant of their feedback matrices); logged as warnings and repeated in the report.
+    steps : dict of str to int
+        Training steps of every run id (what the progress bar counts, per network).
     """
 
     protocol: Any
@@ -204,6 +206,7 @@ class SweepPlan:
     populations: tuple
     paths: Mapping[str, Path]
     caveats: tuple = ()
+    steps: Mapping[str, int] = field(default_factory=dict)
 
     def population_of(self) -> dict[str, Population]:
         return {run_id: pop for pop in self.populations for run_id in pop.run_ids}
@@ -223,7 +226,8 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
         run_task = _load_task(spec.task, spec.n_probe, spec.task_seed, protocol.task.root, protocol.task.download)
         return n_training_steps(len(run_task.train_y), spec.batch_size, spec.n_epochs)
 
-    caveats = tuple(short_feedback_warnings(specs, steps_of))
+    steps = {s.run_id: steps_of(s) for s in specs}
+    caveats = tuple(short_feedback_warnings(specs, lambda spec: steps[spec.run_id]))
     for message in caveats:
         logger.warning("protocol %s: %s", protocol.name, message)
     root = protocol.recordings_dir
@@ -234,7 +238,7 @@ def plan_sweep(protocol: "Protocol") -> SweepPlan:
         raise ValueError(f"the sweep of protocol {protocol.name!r} holds identical runs (run ids {twice[:3]}); "
                          f"make sweep values unique")
     populations = tuple(plan_populations(specs, protocol.training.population_size))
-    return SweepPlan(protocol, root, specs, populations, paths, caveats)
+    return SweepPlan(protocol, root, specs, populations, paths, caveats, steps)
 
 
 @lru_cache(maxsize=4)
@@ -545,6 +549,8 @@ class PopulationTask:
     task_root : str
         Folder of the torchvision datasets ("" = the default).
     task_download : bool
+    attribution : dict
+        Experimenter, institution and lab written into every session (``[storage]``; not part of run ids).
     """
 
     population: Population
@@ -559,6 +565,7 @@ class PopulationTask:
     task_seed: int
     task_root: str = ""
     task_download: bool = False
+    attribution: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _outcome(run_id: str, status: str, *, error: str = "", step: int = -1, stage: str = "") -> dict[str, Any]:
@@ -583,6 +590,8 @@ def run_population(task: PopulationTask, progress: Callable[[int], None] | None 
 
     population = task.population
     write = set(task.write_ids)
+    if progress is None and _STEP_COUNTER is not None:
+        progress = _count_steps
     threads = torch.get_num_threads()
     torch.set_num_threads(TRAINING_THREADS)
     try:
@@ -609,7 +618,7 @@ def run_population(task: PopulationTask, progress: Callable[[int], None] | None 
             extra["weights_dtype"] = task.weights_dtype
             gt = dataclasses.replace(gt, metadata={**gt.metadata, **extra})
             write_session(gt, staging / staged_name, protocol_name=task.protocol_name,
-                          weights_dtype=task.weights_dtype)
+                          weights_dtype=task.weights_dtype, **task.attribution)
         except Exception as error:  # noqa: BLE001
             logger.error("run %s: writing its session failed: %s", spec.run_id, _error_text(error))
             outcomes.append(_outcome(spec.run_id, "failed", error=_error_text(error), stage="write"))
@@ -643,13 +652,24 @@ def run_population(task: PopulationTask, progress: Callable[[int], None] | None 
     return outcomes
 
 
-def _worker_init() -> None:
-    """Process-pool initializer: one torch thread, and exit when the parent dies (even by SIGKILL)."""
+#: In a pool worker: the parent's shared count of network-steps trained (the progress bar reads it).
+_STEP_COUNTER: Any = None
+
+
+def _count_steps(n: int) -> None:
+    with _STEP_COUNTER.get_lock():
+        _STEP_COUNTER.value += n
+
+
+def _worker_init(step_counter: Any = None) -> None:
+    """Process-pool initializer: one torch thread, a step counter, and exit when the parent dies."""
     import multiprocessing
     import threading
 
     import torch
 
+    global _STEP_COUNTER
+    _STEP_COUNTER = step_counter
     torch.set_num_threads(TRAINING_THREADS)
     parent = multiprocessing.parent_process()
     if parent is not None:
@@ -669,8 +689,10 @@ def _run_in_process(tasks: Sequence[PopulationTask], step_progress: Callable[[in
         yield task, run_population(task, progress=step_progress)
 
 
-def _run_local_pool(tasks: Sequence[PopulationTask], n_workers: int
+def _run_local_pool(tasks: Sequence[PopulationTask], n_workers: int,
+                    step_progress: Callable[[int], None] | None = None
                     ) -> Iterator[tuple[PopulationTask, list[dict[str, Any]] | BaseException]]:
+    """Populations in worker processes; ``step_progress`` gets the network-steps trained, about twice a second."""
     import multiprocessing
     import sys
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -678,12 +700,24 @@ def _run_local_pool(tasks: Sequence[PopulationTask], n_workers: int
     # fork on Linux: scripts and notebooks need no `if __name__ == "__main__":` guard (spawn re-imports an
     # unguarded script in every worker); workers run torch with one thread, as DataLoader workers do.
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=multiprocessing.get_context(method),
-                             initializer=_worker_init) as pool:
+    context = multiprocessing.get_context(method)
+    counter = context.Value("q", 0)
+    reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        if step_progress is not None and counter.value > reported:
+            now = counter.value
+            step_progress(now - reported)
+            reported = now
+
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=context, initializer=_worker_init,
+                             initargs=(counter,)) as pool:
         pending = {pool.submit(run_population, task): task for task in tasks}
         try:
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                report()
                 for future in done:
                     task = pending.pop(future)
                     try:
@@ -811,13 +845,6 @@ def _write_manifest(result: SweepResult, finished: bool) -> None:
     })
 
 
-def _progress_bar(total: int, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="training", unit="run", disable=None if enabled else True, dynamic_ncols=True,
-                smoothing=0.1)
-
-
 def run_sweep(protocol: "Protocol", *, executor: str = "local", scheduler: str | None = None,
               n_workers: int | None = None, progress: bool = True) -> SweepResult:
     """Train and record every run of a protocol's sweep that has no complete session; resume safely.
@@ -916,7 +943,8 @@ def run_sweep(protocol: "Protocol", *, executor: str = "local", scheduler: str |
             protocol_name=protocol.name, weights_dtype=protocol.storage.weights_dtype,
             device=protocol.training.device, task_name=population.specs[0].task,
             n_probe=population.specs[0].n_probe, task_seed=population.specs[0].task_seed,
-            task_root=protocol.task.root, task_download=protocol.task.download))
+            task_root=protocol.task.root, task_download=protocol.task.download,
+            attribution=protocol.storage.session_attribution()))
 
     n_to_write = sum(len(t.write_ids) for t in tasks)
     if n_to_write and protocol.storage.check_free_space:
@@ -955,19 +983,26 @@ def _execute(result: SweepResult, tasks: list[PopulationTask], log: _EventLog, *
         n_workers = min(cores, len(tasks))
         if executor == "local" and (n_workers <= 1 or tasks[0].device != "cpu"):
             n_workers = 0  # one population (or one GPU): no process start-up cost
+    from virtual_lab.progress import progress_bar
+
     n_to_write = sum(len(t.write_ids) for t in tasks)
-    bar = _progress_bar(n_to_write, progress)
+    steps = result.plan.steps
+    population_steps = {t.population.population_id: sum(steps.get(s.run_id, 0) for s in t.population.specs)
+                        for t in tasks}
+    bar = progress_bar(total=sum(population_steps.values()), desc="training", unit="network-steps",
+                       enabled=progress)
+    bar.set_postfix_str(f"sessions written 0/{n_to_write}")
     for task in tasks:
         log.write("population_start", population=task.population.population_id, write=list(task.write_ids),
                   recompute=[r for r in task.population.run_ids if r not in task.write_ids])
     if executor == "dask":
         stream = _run_dask(tasks, scheduler, max(1, n_workers))
     elif n_workers == 0:
-        stream = _run_in_process(tasks, None)
+        stream = _run_in_process(tasks, bar.update)
     else:
-        stream = _run_local_pool(tasks, n_workers)
+        stream = _run_local_pool(tasks, n_workers, bar.update)
     last_manifest = time.monotonic()
-    n_failed = 0
+    n_failed = counted_steps = 0
     try:
         for task, outcome in stream:
             if isinstance(outcome, BaseException):
@@ -982,9 +1017,11 @@ def _execute(result: SweepResult, tasks: list[PopulationTask], log: _EventLog, *
                     n_failed += 1
                 log.write("run", **item, population=task.population.population_id, rule=record["rule"],
                           architecture=record["architecture"], path=record["path"])
-            bar.update(len(task.write_ids))
-            if n_failed:
-                bar.set_postfix(failed=n_failed)
+            counted_steps += population_steps[task.population.population_id]
+            if bar.n < counted_steps:  # dask reports no steps until a population ends; a dead worker's are lost
+                bar.update(counted_steps - bar.n)
+            bar.set_postfix_str(f"sessions written {result.n_trained}/{n_to_write}"
+                                + (f", {n_failed} failed" if n_failed else ""))
             if time.monotonic() - last_manifest > 2.0:
                 _write_manifest(result, finished=False)
                 last_manifest = time.monotonic()

@@ -3,6 +3,7 @@
 Layout of a rig recording file (``sub-<subject>/sub-<subject>_ses-<preset>.nwb``)::
 
     general                      Subject (the network), Device (the virtual rig), session metadata
+                                 (experimenter, institution, lab: those of the observed session)
     intervals/epochs             one row per recorded session (kept checkpoint): tags, training_step
     intervals/trials             one row per probe presentation: start/stop on the rig clock,
                                  checkpoint_index, training_step, stimulus_index, label
@@ -10,11 +11,18 @@ Layout of a rig recording file (``sub-<subject>/sub-<subject>_ses-<preset>.nwb``
     processing/ophys             calcium rigs: ImagingPlane + PlaneSegmentation per layer, and
                                  DfOverF/RoiResponseSeries_<layer> (one sample per presentation: mean dF/F in
                                  the response window)
-    acquisition/response_<layer> other activity rigs (paper-gaussian): TimeSeries (presentations, units)
-    processing/synapses          synapse_measurements: one row per (synapse, session): layer, post/pre unit
+    acquisition/response_<layer> other activity rigs (paper-gaussian): TimeSeries (presentations, units),
+                                 dimensionless
+    processing/misc/units        those rigs: layer and unit index of every response column
+    processing/misc/synapse_measurements   one row per (synapse, session): layer, post/pre unit
                                  index (-1 for a false detection), checkpoint_index, training_step, value
-    processing/network/activity_change   when measured: one row per session, one (S,) column per layer
-    processing/rig/provenance    the rig recipe: one row per (step, parameter), with every resolved seed
+    processing/misc/activity_change   when measured: one row per session, one (S,) column per layer
+    processing/misc/provenance   the rig recipe: one row per (step, parameter), with every resolved seed
+
+Everything that is not a modality's standard type lives in one ``misc`` module: nwbinspector suggests
+naming processing modules after an NWB modality (ophys, ecephys, icephys, behavior, misc, ogen, retinotopy).
+No ``general/keywords`` are written and series are ``"dimensionless"``, for the neo reasons given in
+:mod:`virtual_lab.sessions`.
 
 The rig clock: presentation ``p`` (over all kept sessions, checkpoint-major) starts at
 ``p * PRESENTATION_PERIOD_S``; spikes of a presentation lie in ``[start, start + window_s)``. The rig models
@@ -84,8 +92,14 @@ def _rig_description(recording: Recording) -> str:
             f"measures {measured}" + (f"; activity as {what}" if "act" in recording.measures else "") + ".")
 
 
+def _misc(nwbfile) -> Any:
+    """The file's ``misc`` processing module (created on first use)."""
+    return nwbfile.processing.get("misc") or nwbfile.create_processing_module(
+        name="misc", description="In silico rig measurements and recipe that have no modality-specific NWB type.")
+
+
 def _build(recording: Recording, *, identifier: str, subject_id: str, session_id: str, blind: bool,
-           export_seed: int) -> Any:
+           export_seed: int, attribution: Mapping[str, Any]) -> Any:
     from hdmf.common import DynamicTable, VectorData
     from pynwb import NWBFile, TimeSeries
     from pynwb.epoch import TimeIntervals
@@ -117,6 +131,7 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
         session_id=session_id,
         related_publications=["doi:10.48550/arXiv.2010.11765"],
         was_generated_by=[["virtual_lab", __version__]],
+        **attribution,
     )
     nwbfile.subject = Subject(
         subject_id=subject_id, sex="O", species=SYNTHETIC_CONSTRUCT_SPECIES, date_of_birth=SESSION_START_TIME,
@@ -165,26 +180,24 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
                 if values.shape[2] == 0:
                     continue
                 nwbfile.add_acquisition(TimeSeries(
-                    name="response_" + layer_column_name(layer), data=values.reshape(n_t * n_s, -1), unit="a.u.",
-                    rate=1.0 / period, starting_time=0.0,
+                    name="response_" + layer_column_name(layer), data=values.reshape(n_t * n_s, -1),
+                    unit="dimensionless", rate=1.0 / period, starting_time=0.0,
                     description=(f"In silico observed responses of {values.shape[2]} units of layer {layer!r} ({depth}) "
-                                 f"per probe presentation, arbitrary units; rows session-major (reshape to "
-                                 f"({n_t}, {n_s}, {values.shape[2]})); unit indices in processing/rig/units.")))
+                                 f"per probe presentation, dimensionless (network outputs as the rig measured them, "
+                                 f"no physical unit); rows session-major (reshape to "
+                                 f"({n_t}, {n_s}, {values.shape[2]})); unit indices in processing/misc/units.")))
             _add_unit_index_table(nwbfile, recording, layers)
     if "weight" in recording.measures:
         _add_synapses(nwbfile, recording, layers)
     if "gradavg" in recording.measures:
-        network = nwbfile.create_processing_module(name="network", description="In silico layer-wise measurements.")
-        network.add(DynamicTable(
+        _misc(nwbfile).add(DynamicTable(
             name="activity_change",
             description="Observed layer-wise activity change g_b per probe stimulus, one row per session.",
             columns=[VectorData(name=layer_column_name(layer), description=f"Activity change of layer {layer!r}, (S,) per row.",
                                 data=recording.activity_change(layer)) for _, layer, _ in layers],
             id=list(range(n_t))))
     rows = provenance_rows(recording) + [(len(recording.provenance), "export", "spike_time_seed", str(export_seed))]
-    rig_module = nwbfile.processing.get("rig") or nwbfile.create_processing_module(
-        name="rig", description="In silico rig recipe and seeds.")
-    rig_module.add(DynamicTable(
+    _misc(nwbfile).add(DynamicTable(
         name="provenance",
         description="Rig recipe: one row per (step, parameter), in the order applied, with every resolved seed.",
         columns=[VectorData(name="step_index", description="Order of the step.", data=np.array([r[0] for r in rows], dtype=np.int64)),
@@ -198,8 +211,7 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
 def _add_unit_index_table(nwbfile, recording: Recording, layers) -> None:
     from hdmf.common import DynamicTable, VectorData
 
-    module = nwbfile.processing.get("rig") or nwbfile.create_processing_module(
-        name="rig", description="In silico rig recipe and seeds.")
+    module = _misc(nwbfile)
     names, index = [], []
     for _, layer, _ in layers:
         names += [layer] * recording.n_units(layer)
@@ -286,7 +298,7 @@ def _add_ophys(nwbfile, recording: Recording, layers, device, period: float) -> 
             seg.add_roi(pixel_mask=[(k % side, k // side, 1.0)], unit_index=int(unit))
         rois = seg.create_roi_table_region(region=list(range(n_rois)), description=f"All ROIs of layer {layer!r}.")
         dff.add_roi_response_series(RoiResponseSeries(
-            name=f"RoiResponseSeries_{column}", data=values.reshape(n_t * n_s, n_rois), rois=rois, unit="n.a.",
+            name=f"RoiResponseSeries_{column}", data=values.reshape(n_t * n_s, n_rois), rois=rois, unit="dimensionless",
             rate=1.0 / period, starting_time=0.0,
             description=(f"In silico mean dF/F (dimensionless) over {step.response_window_s:g} s from each "
                          f"presentation onset ({step.indicator}, {step.frame_rate_hz:g} Hz frames, neuropil-subtracted "
@@ -314,8 +326,7 @@ def _add_synapses(nwbfile, recording: Recording, layers) -> None:
         columns["step"].append(np.repeat(steps, n))
         columns["value"].append(values.reshape(-1))
     joined = {k: np.concatenate(v) if v else np.zeros(0) for k, v in columns.items()}
-    module = nwbfile.create_processing_module(name="synapses", description="In silico synapse measurements (virtual rig).")
-    module.add(DynamicTable(
+    _misc(nwbfile).add(DynamicTable(
         name="synapse_measurements",
         description=(f"One row per (measured synapse, session). value is the measured {kind}"
                      + (" (magnitude only, arbitrary units)" if kind == "size" else " (signed, arbitrary units)")
@@ -333,7 +344,9 @@ def _add_synapses(nwbfile, recording: Recording, layers) -> None:
 
 
 def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bool = False,
-                     subject_id: str | None = None, session_id: str = "rig", seed: int | None = None) -> Path:
+                     subject_id: str | None = None, session_id: str = "rig", seed: int | None = None,
+                     experimenter: str | Sequence[str] | None = None, institution: str | None = None,
+                     lab: str | None = None) -> Path:
     """Write an observed recording as an NWB file, atomically and deterministically.
 
     Parameters
@@ -347,13 +360,18 @@ def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bo
     session_id : str, default="rig"
     seed : int, optional
         Seed of the spike-time placement; default derived from the run id. Stored in the file.
+    experimenter, institution, lab : optional
+        As in :func:`virtual_lab.sessions.write_session` (default experimenter
+        :data:`~virtual_lab.sessions.IN_SILICO_EXPERIMENTER`); :func:`record_sessions` passes those of the
+        observed session. They name no rule or run, so blind files may carry them.
 
     Returns
     -------
     pathlib.Path
     """
 
-    from virtual_lab.sessions import _set_deterministic_object_ids, sanitize_id, write_nwb_atomically
+    from virtual_lab.sessions import (_set_deterministic_object_ids, attribution_fields, sanitize_id,
+                                      write_nwb_atomically)
 
     if blind and subject_id is None:
         raise ValueError("blind export needs an opaque subject_id (see opaque_id)")
@@ -362,7 +380,7 @@ def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bo
     export_seed = derive_seed("export", recording.run_id) if seed is None else int(seed)
     identifier = f"{subject}-{session}" if blind else f"{recording.run_id}-{session}"
     nwbfile = _build(recording, identifier=identifier, subject_id=subject, session_id=session, blind=blind,
-                     export_seed=export_seed)
+                     export_seed=export_seed, attribution=attribution_fields(experimenter, institution, lab))
     _set_deterministic_object_ids(nwbfile)
     path = Path(path)
     write_nwb_atomically(nwbfile, path)
@@ -390,25 +408,32 @@ def record_sessions(session_paths: Iterable[str | os.PathLike], preset, out_dir:
     overrides : mapping, optional
         Parameter changes passed to :func:`~virtual_lab.rig.presets.apply_preset`.
 
+    Each recording carries the experimenter, institution and lab of its session (the in-silico experimenter
+    when the session names none).
+
     Returns
     -------
     paths : list of Path
     key_path : Path or None
     """
     from virtual_lab.rig.presets import apply_preset, load_preset
-    from virtual_lab.sessions import read_session, sanitize_id, session_path
+    from virtual_lab.sessions import read_session, read_session_attribution, sanitize_id, session_path
+    from virtual_lab.progress import progress_bar
 
     preset = load_preset(preset)
     out_dir = Path(out_dir)
     key_seed = derive_seed("blind-key", seed, preset.name)
     key: dict[str, Any] = {}
     written = []
-    for source in session_paths:
+    for source in progress_bar(session_paths, desc=f"recording (rig {preset.name})", unit="sessions"):
         ground_truth = read_session(source)
         recording = apply_preset(ground_truth, preset, seed=derive_seed(seed, ground_truth.run_id), **(overrides or {}))
         subject = opaque_id(ground_truth.run_id, key_seed) if blind else sanitize_id(ground_truth.run_id)
         path = session_path(out_dir, subject, preset.name)
-        export_recording(recording, path, blind=blind, subject_id=subject, session_id=preset.name)
+        attribution = read_session_attribution(source)  # the rig recording credits who ran the session
+        export_recording(recording, path, blind=blind, subject_id=subject, session_id=preset.name,
+                         experimenter=attribution["experimenter"] or None, institution=attribution["institution"],
+                         lab=attribution["lab"])
         written.append(path)
         if blind:
             key[subject] = {"run_id": ground_truth.run_id, "rule": ground_truth.rule, "source": str(source),

@@ -231,6 +231,79 @@ def load_preset(name_or_path: str | os.PathLike) -> RigPreset:
     return RigPreset(str(name), str(description), data, str(path))
 
 
+#: Measure -> the words a message uses for it.
+MEASURE_WORDS = {"weight": "weights", "act": "activity", "gradavg": "activity change"}
+_ADJECTIVES = {"weight": "weight", "act": "activity", "gradavg": "activity-change"}
+
+
+def _words(measures: Any, words: Mapping[str, str] = MEASURE_WORDS) -> str:
+    words = [words.get(m, m) for m in measures]
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def measured_observables(observables: Any, measures: Any, rig: str, *, explicit: bool = False
+                         ) -> tuple[tuple[Any, ...], str]:
+    """The observables a rig can measure, and the one line that says what was left out.
+
+    The one place that decides which observables a rig (a preset or ``"full"``) is observed through:
+    those whose ``measure`` is among the measures of a recording made with it (a calcium or
+    electrophysiology rig records activity, an EM or spine rig records weights). ``virtual-lab decode``,
+    ``virtual-lab power`` and ``virtual-lab run`` all call it.
+
+    Parameters
+    ----------
+    observables : sequence of Observable
+        What was asked for (anything with a ``measure`` and a ``name``).
+    measures : sequence of str
+        ``recording.measures`` of a session observed through the rig.
+    rig : str
+        Rig name, for the messages.
+    explicit : bool, default=False
+        The observables were named one by one by the user: one the rig cannot measure is an error rather
+        than left out.
+
+    Returns
+    -------
+    kept : tuple of Observable
+        The observables of a measured measure, in the order given.
+    note : str
+        ``""`` if nothing was left out; otherwise one line such as "rig 2p-gcamp6s measures activity only:
+        using its 8 activity observables of the 24 asked for (weights and activity change not measured)".
+
+    Raises
+    ------
+    ValueError
+        No observable asked for is measured; or, with ``explicit``, some are not (one line naming what the
+        rig measures).
+
+    Examples
+    --------
+    >>> from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES
+    >>> kept, note = measured_observables(ADMISSIBLE_OBSERVABLES, ("act",), "2p-gcamp6s")
+    >>> len(kept)
+    8
+    >>> print(note)
+    rig 2p-gcamp6s measures activity only: using its 8 activity observables of the 24 asked for
+    (weights and activity change not measured)
+    """
+    observables, measures = tuple(observables), tuple(measures)
+    kept = tuple(o for o in observables if o.measure in measures)
+    if not kept:
+        raise ValueError(f"rig preset {rig!r} measures {', '.join(measures)}, and none of the observables asked "
+                         f"for uses it")
+    if len(kept) == len(observables):
+        return kept, ""
+    if explicit:
+        missing = [o.name for o in observables if o.measure not in measures]
+        raise ValueError(f"rig {rig!r} measures {_words(measures)} only ({', '.join(measures)}); it cannot measure "
+                         f"{', '.join(missing)}")
+    used = [m for m in measures if any(o.measure == m for o in kept)]
+    dropped = list(dict.fromkeys(o.measure for o in observables if o.measure not in measures))
+    note = (f"rig {rig} measures {_words(measures)} only: using its {len(kept)} {_words(used, _ADJECTIVES)} "
+            f"observables of the {len(observables)} asked for ({_words(dropped)} not measured)")
+    return kept, note
+
+
 def apply_preset(ground_truth, preset: RigPreset | str, seed: int | None = 0, **overrides: Any) -> Recording:
     """Observe a ground-truth session through a rig preset.
 
