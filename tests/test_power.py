@@ -12,7 +12,7 @@ from virtual_lab.analysis.observables import build_feature_table
 from virtual_lab.analysis.power import (
     animals_to_certify, binomial_chance, compute_grid_features, power_analysis, wilson_interval,
 )
-from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.rig import observe
 from virtual_lab.seeding import derive_seed
 

@@ -14,7 +14,7 @@ from virtual_lab.analysis.report import (
     markdown_to_html,
     plot_learning_curves,
 )
-from virtual_lab.lab.record import GroundTruth
+from virtual_lab.types import GroundTruth
 from virtual_lab.protocol import parse_protocol
 
 PROTOCOL = """

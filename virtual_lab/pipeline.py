@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from virtual_lab.lab.record import GroundTruth
+from virtual_lab.types import GroundTruth
 from virtual_lab.protocol import Protocol, RigSection
 from virtual_lab.rig import Recording, keep_checkpoints, observe
 from virtual_lab.seeding import derive_seed

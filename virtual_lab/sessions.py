@@ -74,7 +74,7 @@ from pynwb.epoch import TimeIntervals
 from pynwb.file import Subject
 from pynwb.image import ImageSeries
 
-from virtual_lab.lab.record import GroundTruth
+from virtual_lab.types import GroundTruth
 
 logger = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.types import GroundTruth, depth_positions
 
 
 def mock_ground_truth(

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from virtual_lab.analysis.observables import FeatureTable, _check_choice
-from virtual_lab.lab.record import DEPTH_POSITIONS
+from virtual_lab.types import DEPTH_POSITIONS
 
 logger = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from virtual_lab.lab.record import DEPTH_POSITIONS
+from virtual_lab.types import DEPTH_POSITIONS
 from virtual_lab.rig.recording import Recording
 
 logger = logging.getLogger(__name__)

@@ -66,7 +66,7 @@ import numpy as np
 from virtual_lab.analysis.observables import (
     ADMISSIBLE_OBSERVABLES, ALL_OBSERVABLES, Observable, compute_observables, feature_names_for,
 )
-from virtual_lab.lab.record import DEPTH_POSITIONS, GroundTruth
+from virtual_lab.types import DEPTH_POSITIONS, GroundTruth
 from virtual_lab.rig.recording import _MEASURE_CODE, Recording
 from virtual_lab.seeding import derive_seed, resolve_seed
 

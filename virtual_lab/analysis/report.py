@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from virtual_lab.lab.record import GroundTruth
+from virtual_lab.types import GroundTruth
 
 SHORT = {"sgdm": "SGDM", "adam": "Adam", "feedback_alignment": "FA", "information_alignment": "IA"}
 

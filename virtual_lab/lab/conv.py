@@ -71,7 +71,7 @@ import torch.nn.functional as F
 
 from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, check_contrastive_rule, class_sums,
                                          evaluation_views, make_views, nt_xent_loss)
-from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _objective, _PopulationState,

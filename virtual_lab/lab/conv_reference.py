@@ -23,7 +23,7 @@ from torch import nn
 
 from virtual_lab.lab.contrastive import augment, augment_generator, check_contrastive_rule, evaluation_views
 from virtual_lab.lab.conv import conv_input_shape, conv_layers, init_conv_parameters, task_images
-from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.lab.reference import _FeedbackLinear, _optimizer, nt_xent_autograd
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task

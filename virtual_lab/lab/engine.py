@@ -14,7 +14,7 @@ def train_cohort(specs: Sequence[RunSpec], task: Task, **kwargs) -> list:
     ``"mlp"`` runs train in :func:`virtual_lab.lab.train.train_population`, ``"cnn"`` and ``"resnet"`` runs in
     :func:`virtual_lab.lab.conv.train_conv_population`; keyword arguments (``device``, ``progress``,
     ``final_state``, ``timings``, ``dtype``) pass through. Returns one
-    :class:`~virtual_lab.lab.record.GroundTruth` per spec.
+    :class:`~virtual_lab.types.GroundTruth` per spec.
     """
     if not specs:
         return []

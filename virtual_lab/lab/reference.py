@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from virtual_lab.lab.contrastive import augment_generator, check_contrastive_rule, evaluation_views, make_views
-from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.train import (RunSpec, batch_order, check_dtype, checkpoint_schedule, init_direct_feedback,

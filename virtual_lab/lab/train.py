@@ -35,7 +35,7 @@ from virtual_lab import __version__
 from virtual_lab.lab.contrastive import (TEMPERATURE, augment_generator, centroid_predict,
                                          check_contrastive_rule, class_sums, evaluation_views, make_views, nt_xent,
                                          nt_xent_loss)
-from virtual_lab.lab.record import GroundTruth, depth_positions
+from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.lab.rules import IA_DEFAULTS, PARADIGMS, PERTURBATION_SD, SGD_MOMENTUM, get_rule
 from virtual_lab.lab.tasks import Task
 from virtual_lab.seeding import derive_seed, stable_hash

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from virtual_lab.lab.record import GroundTruth
+from virtual_lab.types import GroundTruth
 
 MEASURES = ("weight", "act", "gradavg")
 _MEASURE_CODE = {"weight": 0, "act": 1, "gradavg": 2}

@@ -1,4 +1,4 @@
-"""The ground-truth record of one training run: plain numpy arrays, no torch.
+"""Plain types shared by every stage: the ground-truth record of one training run (numpy arrays, no torch).
 
 A :class:`GroundTruth` is what the lab produces for every run and what a session file holds. It is the
 contract between the lab (which fills it), :mod:`virtual_lab.sessions` (which writes and reads it) and the
