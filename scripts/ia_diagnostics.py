@@ -29,7 +29,8 @@ import torch
 from virtual_lab.lab.conv import train_conv_population
 from virtual_lab.lab.rules import IA_DEFAULTS, feedback_time_constant
 from virtual_lab.lab.tasks import load_digits_task
-from virtual_lab.lab.train import RunSpec, train_population
+from virtual_lab.lab.spec import RunSpec
+from virtual_lab.lab.train import train_population
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -66,3 +66,14 @@ def test_bench_command_rejects_bad_sizes(capsys):
     assert "hidden" in capsys.readouterr().err.lower()
     assert main(["bench", "--architectures", "mlp,transformer"]) != 0
     assert "--architectures" in capsys.readouterr().err
+
+
+def test_bench_runs_as_a_script_without_the_cli(capsys):
+    from virtual_lab.commands.bench import main as bench_main
+
+    assert bench_main(["--hidden-sizes", "8,x"]) == 2
+    assert "--hidden-sizes must be comma-separated positive integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        bench_main(["--help"])
+    assert exit_info.value.code == 0
+    assert "python -m virtual_lab.commands.bench --architectures mlp" in capsys.readouterr().out

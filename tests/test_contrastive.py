@@ -11,7 +11,8 @@ from virtual_lab.lab.contrastive import (CONTRASTIVE_RULES, Augmentation, ViewPa
                                          nt_xent, nt_xent_loss, sample_view_parameters)
 from virtual_lab.lab.reference import ReferenceTrainer, nt_xent_autograd, train_reference
 from virtual_lab.lab.rules import ALL_RULES, get_rule
-from virtual_lab.lab.train import RunSpec, train_population
+from virtual_lab.lab.spec import RunSpec
+from virtual_lab.lab.train import train_population
 
 SIZES = (64, 24, 16, 12)  # projection width 12 != 10 classes
 

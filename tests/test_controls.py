@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 
 from virtual_lab.analysis import controls as C
+from virtual_lab.analysis import generalization as G
+from virtual_lab.analysis import session_tables as S
+from virtual_lab.analysis import tables as T
 from virtual_lab.analysis.clustering import cluster_runs, network_vectors, plot_embedding
 from virtual_lab.analysis.evaluation import evaluate
 from virtual_lab.analysis.observables import FeatureTable, build_feature_table, feature_names_for
@@ -72,7 +75,7 @@ def test_time_shuffling_destroys_a_temporal_code_that_the_average_cannot_see():
     X = table.X.copy()
     ramp = np.linspace(-2, 2, 5)
     X[:, :5] = 0.2 * X[:, :5] + np.where(table.rule == "rule1", 1, -1)[:, None] * ramp
-    table = C._replace(table, X=X)
+    table = T._replace(table, X=X)
     kwargs = dict(n_splits=3, seed=0)
     assert np.mean(evaluate(table, "logistic", **kwargs).network_accuracy) == 1.0
     for kind in ("time_average", "time_shuffled"):
@@ -135,33 +138,33 @@ def test_relabel_family_and_run_control_by_name():
 # -- filters and generalization --------------------------------------------------------------------------
 def test_filters_parse_and_select():
     table = _table()
-    assert C.filter_mask(table, "learning_rate=0.01").sum() == table.n_examples // 2
-    assert C.filter_mask(table, ["learning_rate!=0.01", "rule=rule1"]).sum() == table.n_examples // 4
-    assert C.filter_mask(table, "learning_rate>0.015").sum() == table.n_examples // 2
+    assert T.filter_mask(table, "learning_rate=0.01").sum() == table.n_examples // 2
+    assert T.filter_mask(table, ["learning_rate!=0.01", "rule=rule1"]).sum() == table.n_examples // 4
+    assert T.filter_mask(table, "learning_rate>0.015").sum() == table.n_examples // 2
     with pytest.raises(ValueError, match="Did you mean 'learning_rate'"):
-        C.filter_mask(table, "learning_rat=0.01")
+        T.filter_mask(table, "learning_rat=0.01")
     with pytest.raises(ValueError, match="matches no example; values of 'task' present: digits"):
-        C.filter_mask(table, "task=mnist")
+        T.filter_mask(table, "task=mnist")
     with pytest.raises(ValueError, match="cannot parse filter"):
-        C.parse_filter("learning_rate")
+        T.parse_filter("learning_rate")
 
 
 def test_generalization_never_puts_a_network_on_both_sides():
     lr = _table(n_rules=2, networks_per_rule=8)
-    result = C.generalize(lr, "learning_rate=0.01", "learning_rate=0.02", "logistic", n_splits=3)
+    result = G.generalize(lr, "learning_rate=0.01", "learning_rate=0.02", "logistic", n_splits=3)
     tested = {row["network_id"] for row in result.predictions}
     assert tested == {n for n, m in zip(lr.network_id, lr.metadata) if m["learning_rate"] == 0.02}
     assert result.split_kind == "generalization" and "learning_rate=0.01" in result.notes[0]
     # two rigs observing the same networks: a network is never trained on one rig and tested on the other
-    full = C.with_metadata(lr, rig="full")
-    noisy = C.with_metadata(C._replace(lr, X=lr.X + 1.0), rig="noisy")
-    both = C.concat_tables([full, noisy])
-    splits = C._generalization_splits(both, C.filter_mask(both, "rig=full"), C.filter_mask(both, "rig=noisy"),
+    full = T.with_metadata(lr, rig="full")
+    noisy = T.with_metadata(T._replace(lr, X=lr.X + 1.0), rig="noisy")
+    both = T.concat_tables([full, noisy])
+    splits = G._generalization_splits(both, T.filter_mask(both, "rig=full"), T.filter_mask(both, "rig=noisy"),
                                       5, 0.25, 0)
     for train, test in splits:
         assert not set(both.network_id[train]) & set(both.network_id[test])
         assert set(both.metadata_column("rig")[train]) == {"full"} and set(both.metadata_column("rig")[test]) == {"noisy"}
-    result = C.generalize(both, "rig=full", "rig=noisy", "logistic", n_splits=2)
+    result = G.generalize(both, "rig=full", "rig=noisy", "logistic", n_splits=2)
     assert result.n_splits == 2
 
 
@@ -169,8 +172,8 @@ def test_held_out_generalization_leaves_each_value_out_once():
     arch = ("mlp", "cnn", "resnet")
     table = _table(n_rules=2, networks_per_rule=9, metadata=lambda r, k: {"architecture": arch[k % 3]})
     # a feature that codes the rule the same way in every architecture: held-out decoding must find it
-    table = C._replace(table, X=table.X + 3.0 * (table.rule == "rule1")[:, None])
-    results = C.held_out_generalization(table, "architecture", "logistic", n_splits=2)
+    table = T._replace(table, X=table.X + 3.0 * (table.rule == "rule1")[:, None])
+    results = G.held_out_generalization(table, "architecture", "logistic", n_splits=2)
     assert [label for label, _ in results] == ["held-out architecture: cnn", "held-out architecture: mlp",
                                                "held-out architecture: resnet"]
     for label, result in results:
@@ -179,7 +182,7 @@ def test_held_out_generalization_leaves_each_value_out_once():
         assert tested == {n for n, m in zip(table.network_id, table.metadata) if m["architecture"] == held}
         assert np.mean(result.network_accuracy) == 1.0
     with pytest.raises(ValueError, match="single task"):
-        C.held_out_generalization(table, "task", "logistic")
+        G.held_out_generalization(table, "task", "logistic")
     entries, extras = C.standard_controls(table, None, "logistic", n_splits=2, n_permutations=0,
                                           held_out=("architecture", "task"))
     assert sum(e["control"].startswith("held-out architecture") for e in entries) == 3
@@ -202,9 +205,9 @@ def test_too_little_data_gives_clear_errors():
     with pytest.raises(ValueError, match="nested model selection.*param_grid=None"):
         evaluate(few, "logistic", param_grid="small")
     with pytest.raises(ValueError, match="matches no example"):
-        C.generalize(table, "learning_rate=0.01", "learning_rate=0.5", "logistic")
+        G.generalize(table, "learning_rate=0.01", "learning_rate=0.5", "logistic")
     with pytest.raises(ValueError, match="never saw"):
-        C.generalize(table, ["rule=rule0"], "rule=rule1", "logistic")
+        G.generalize(table, ["rule=rule0"], "rule=rule1", "logistic")
     tiny = table.subset(np.isin(table.network_id, ["net0-0", "net0-1", "net1-0", "net1-1"]))
     with pytest.raises(ValueError, match="clustering into 2 clusters needs more than 2 networks"):
         cluster_runs(tiny.subset(np.isin(tiny.network_id, ["net0-0", "net1-0"])))
@@ -217,9 +220,9 @@ def test_align_tables_reduces_to_shared_checkpoints():
     sparse = build_feature_table([keep_checkpoints(Recording.from_ground_truth(g), 3) for g in gts], ["weightraw_mean"])
     steps_full = tuple(int(s) for s in gts[0].checkpoint_steps)
     steps_sparse = tuple(steps_full[i] for i in (0, 2, 4))
-    full = C._replace(full, metadata=tuple({**m, "checkpoint_steps": steps_full} for m in full.metadata))
-    sparse = C._replace(sparse, metadata=tuple({**m, "checkpoint_steps": steps_sparse} for m in sparse.metadata))
-    aligned, note = C.align_tables({"full": full, "sparse": sparse})
+    full = T._replace(full, metadata=tuple({**m, "checkpoint_steps": steps_full} for m in full.metadata))
+    sparse = T._replace(sparse, metadata=tuple({**m, "checkpoint_steps": steps_sparse} for m in sparse.metadata))
+    aligned, note = S.align_tables({"full": full, "sparse": sparse})
     assert "3 shared steps" in note
     np.testing.assert_array_equal(aligned["full"].X, sparse.X)  # no noise: the same values at the same steps
 
@@ -228,7 +231,7 @@ def test_align_tables_reduces_to_shared_checkpoints():
 def test_clustering_recovers_separated_rules(tmp_path):
     table = _table(n_rules=3, networks_per_rule=6)
     X = table.X + 6.0 * (np.array([int(r[-1]) for r in table.rule])[:, None] == np.arange(table.n_features) % 3)
-    table = C._replace(table, X=X)
+    table = T._replace(table, X=X)
     networks, vectors = network_vectors(table)
     assert vectors.shape == (18, 3 * table.n_features)
     for method in ("kmeans", "gmm"):
@@ -292,7 +295,8 @@ def test_decode_command_errors_are_one_line(mock_sessions, tmp_path, capsys):
     from virtual_lab.cli import main
 
     assert main(["decode", str(mock_sessions), "--decoder", "random_forrest"]) == 2
-    assert "Did you mean 'random_forest'" in capsys.readouterr().err
+    assert "decoder='random_forrest' is not available; did you mean 'random_forest'? (available: random_forest, " \
+        in capsys.readouterr().err
     assert main(["decode", str(mock_sessions), "--test-filter", "task=mnist", "--output-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err  # progress lines of the observing that found it, then one error line
     errors = [line for line in err.splitlines() if line.startswith("virtual-lab: error:")]
@@ -305,7 +309,7 @@ def test_fast_session_reader_equals_read_session(mock_sessions):
     from virtual_lab.sessions import read_session
 
     path = sorted(mock_sessions.rglob("*.nwb"))[0]
-    fast, slow = C.read_session_arrays(str(path)), read_session(path)
+    fast, slow = S.read_session_arrays(str(path)), read_session(path)
     assert fast.layer_names == slow.layer_names and fast.depth_positions == slow.depth_positions
     assert fast.metadata == slow.metadata
     for name in ("checkpoint_steps", "train_loss", "test_accuracy", "probe_stimuli", "probe_labels"):

@@ -7,13 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from virtual_lab.lab.conv import (CONV_ARCHITECTURES, CONV_RULES, DEFAULT_CHANNELS, conv_input_shape,
-                                  conv_layer_names, conv_layers, init_conv_parameters, task_images,
-                                  train_conv_population)
+from virtual_lab.lab.conv import CONV_RULES, init_conv_parameters, train_conv_population
+from virtual_lab.lab.conv_geometry import (CONV_ARCHITECTURES, DEFAULT_CHANNELS, conv_input_shape, conv_layer_names,
+                                           conv_layers, task_images)
 from virtual_lab.lab.conv_reference import ReferenceConvNet, train_conv_reference
-from virtual_lab.lab.rules import get_rule
+from virtual_lab.lab.rules import get_rule, sign_symmetry_scale
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import RunSpec, batch_order, sign_symmetry_scale, train_population
+from virtual_lab.lab.spec import RunSpec, batch_order
+from virtual_lab.lab.train import train_population
 
 TINY = {"cnn": (4, 4, 4), "resnet": (4, 6)}
 STRONG_IA = {"ia_alpha": 0.05, "ia_beta": 0.02, "ia_gamma": 0.005}  # B moves visibly and stays bounded

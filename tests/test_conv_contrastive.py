@@ -8,11 +8,12 @@ import torch
 
 from virtual_lab.lab import conv
 from virtual_lab.lab.contrastive import CONTRASTIVE_RULES, augment_generator, make_views
-from virtual_lab.lab.conv import CONV_ARCHITECTURES, CONV_RULES, task_images, train_conv_population
+from virtual_lab.lab.conv import CONV_RULES, train_conv_population
+from virtual_lab.lab.conv_geometry import CONV_ARCHITECTURES, task_images
 from virtual_lab.lab.conv_reference import ConvReferenceTrainer, train_conv_reference
 from virtual_lab.lab.rules import get_rule
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import RunSpec, batch_order
+from virtual_lab.lab.spec import RunSpec, batch_order
 from virtual_lab.seeding import derive_seed
 
 TINY = {"cnn": (4, 4, 4), "resnet": (4, 6)}

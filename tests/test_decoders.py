@@ -81,7 +81,8 @@ def test_param_grids_resolve():
     assert type(grid[0]["reduce"][1]).__name__ == "PCA"
     assert resolve_param_grid(None, "logistic") == (None, "none")
     assert resolve_param_grid({"classifier__C": [1.0]}, None)[1] == "custom"
-    with pytest.raises(ValueError, match="Did you mean 'small'"):
+    with pytest.raises(ValueError, match=r"^param_grid='smal' is not available; did you mean 'small'\? "
+                                         r"\(available: none, small, paper, a dict or a list of dicts\)$"):
         resolve_param_grid("smal", "logistic")
     with pytest.raises(ValueError, match="explicit grid"):
         resolve_param_grid("small", None)

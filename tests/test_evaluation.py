@@ -10,11 +10,12 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from virtual_lab.analysis.decoders import DECODERS, make_decoder
-from virtual_lab.analysis.evaluation import (
-    EvaluationResult, class_scores, dprime, evaluate, grouped_splits, layer_splits, network_predictions,
-    permutation_test, sem, wilson_interval,
-)
+from virtual_lab.analysis.evaluation import EvaluationResult, dprime, evaluate
+from virtual_lab.analysis.fitting import class_scores, network_predictions
+from virtual_lab.analysis.permutation import permutation_test
+from virtual_lab.analysis.splits import grouped_splits, layer_splits
 from virtual_lab.analysis.observables import FeatureTable, feature_names_for
+from virtual_lab.stats import sem, wilson_interval
 
 
 def _table(n_rules=4, networks_per_rule=8, n_layers=3, n_timepoints=6, signal=0.0, seed=0, X=None) -> FeatureTable:
@@ -79,7 +80,7 @@ def test_grouped_splits_errors_are_clear():
     labels[0] = "rule1"
     with pytest.raises(ValueError, match="net-rule0-0.*different rules"):
         grouped_splits(table.network_id, labels)
-    with pytest.raises(ValueError, match="test_fraction"):
+    with pytest.raises(ValueError, match=r"^test_fraction=1.0 is out of range \(allowed: > 0 and < 1\)$"):
         grouped_splits(table.network_id, table.rule, test_fraction=1.0)
     with pytest.raises(ValueError, match="at least 2 rules"):
         evaluate(one_rule, decoder="logistic")
@@ -90,9 +91,10 @@ def test_decoder_names_and_did_you_mean():
     assert set(DECODERS) == {"random_forest", "linear_svm", "logistic", "conv1d"}
     assert make_decoder("random_forest", seed=5)[-1].random_state == 5
     assert make_decoder("random_forest")[-1].n_jobs == 1
-    with pytest.raises(ValueError, match="Did you mean 'random_forest'"):
+    with pytest.raises(ValueError, match=r"^decoder='random_forrest' is not available; did you mean 'random_forest'\? "
+                                         r"\(available: random_forest, linear_svm, logistic, conv1d\)$"):
         make_decoder("random_forrest", seed=0)
-    with pytest.raises(ValueError, match="Did you mean 'linear_svm'"):
+    with pytest.raises(ValueError, match=r"decoder='linear_svn' is not available; did you mean 'linear_svm'\?"):
         evaluate(_table(), decoder="linear_svn")
 
 
@@ -244,13 +246,14 @@ def test_permutation_test_rejects_when_rule_is_encoded_and_shuffles_across_netwo
     table = _table(n_rules=2, networks_per_rule=6, signal=6.0)
     result = permutation_test(table, "logistic", n_permutations=9, n_splits=2, seed=1)
     assert result.observed == 1.0 and result.p_value == pytest.approx(0.1)
-    from virtual_lab.analysis.evaluation import _permuted_rules
+    from virtual_lab.analysis.permutation import _permuted_rules
 
     shuffled = _permuted_rules(table, 0, 0)
     for network in np.unique(table.network_id):  # one label per network, counts per rule preserved
         assert len(set(shuffled[table.network_id == network])) == 1
     assert sorted(shuffled.tolist()) == sorted(table.rule.tolist())
-    with pytest.raises(ValueError, match="Did you mean 'network_accuracy'"):
+    with pytest.raises(ValueError, match=r"^metric='network_acuracy' is not available; did you mean 'network_accuracy'\? "
+                                         r"\(available: network_accuracy, layer_accuracy, "):
         permutation_test(table, "logistic", 2, metric="network_acuracy")
 
 

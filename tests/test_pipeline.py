@@ -77,6 +77,27 @@ def test_run_writes_sessions_and_report(tiny_run):
     assert page.count("<p class='caption'>") == 3
 
 
+def test_report_says_what_the_recording_adds_over_behaviour(tiny_run):
+    _, root = tiny_run
+    report = root / "out" / "tiny" / "report"
+    summary = json.loads((report / "summary.json").read_text())
+    behaviour = summary["beyond_behaviour"]
+    assert behaviour["decoder"] == "logistic" and behaviour["rig"] == "full"
+    rows = {row["what"]: row for row in behaviour["rows"]}
+    assert list(rows) == ["learning curves alone", "observables alone", "learning curves + observables",
+                          "observables, performance-matched", "learning curves alone, performance-matched"]
+    # the rows the controls already ran are reused, not re-run: the same numbers as their evaluations
+    evaluations = {(e["rig"], e["decoder"], e["control"]): e for e in summary["evaluations"]}
+    for what, control in (("observables alone", ""), ("learning curves alone", "performance only")):
+        assert rows[what]["network_accuracy_mean"] == evaluations[("full", "logistic", control)]["network_accuracy_mean"]
+    assert rows["learning curves + observables"]["n_networks"] == 12
+    md = (report / "report.md").read_text()
+    section = md.split("## What the recording adds over behaviour")[1]
+    assert "| logistic | full | learning curves alone | 12 |" in section
+    assert "observables - curves:" in section
+    assert "What the recording adds over behaviour</h2>" in (report / "report.html").read_text()
+
+
 def test_sessions_are_valid_nwb(tiny_run):
     _, root = tiny_run
     folder = root / "out" / "tiny"

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from virtual_lab.analysis.observables import build_feature_table
+from virtual_lab.analysis.observables import compute_observables
 from virtual_lab.analysis.power import (
     animals_to_certify, binomial_chance, compute_grid_features, power_analysis, wilson_interval,
 )
@@ -20,10 +20,11 @@ OBS = ["actraw_mean", "actabs_mean", "weightraw_mean"]
 
 
 def synthetic_ground_truth(rule: str, index: int, effect: float = 0.5, layer_sizes=(16, 24, 24, 4),
-                           n_checkpoints: int = 6, n_stimuli: int = 12) -> GroundTruth:
+                           n_checkpoints: int = 6, n_stimuli: int = 12, extra: dict | None = None) -> GroundTruth:
     """Rule-dependent sessions without training: each rule shifts every unit's activity over learning
     (``a`` up, ``b`` down, ``c`` not at all) on top of per-unit offsets and per-stimulus noise, so the rule
-    shows in the activity trajectory, more clearly with more units; weights carry no rule information."""
+    shows in the activity trajectory, more clearly with more units; weights carry no rule information.
+    ``extra``: more run metadata (e.g. a ``learning_rate_scale`` to hold out)."""
     rng = np.random.default_rng((index, ord(rule)))
     sign = {"a": 1.0, "b": -1.0, "c": 0.0}[rule]
     names = tuple(f"fc{i + 1}" for i in range(len(layer_sizes) - 1))
@@ -37,7 +38,7 @@ def synthetic_ground_truth(rule: str, index: int, effect: float = 0.5, layer_siz
         change[name] = rng.normal(0, 1, (n_checkpoints, n_stimuli)).astype(np.float32)
     metadata = {"run_id": f"syn{rule}{index}", "rule": rule, "family": "synthetic", "architecture": "mlp",
                 "layer_sizes": ",".join(map(str, layer_sizes)), "task": "synthetic", "seed": index,
-                "diverged": False, "diverged_step": -1}
+                "diverged": False, "diverged_step": -1, **(extra or {})}
     return GroundTruth(layer_names=names, depth_positions=depth_positions(len(names)),
                        checkpoint_steps=np.arange(n_checkpoints, dtype=np.int64) * 10, activations=acts,
                        weights=weights, activity_change=change,
@@ -52,54 +53,92 @@ def population():
     return [synthetic_ground_truth(rule, i) for rule in "ab" for i in range(12)]
 
 
+#: Networks of a separate cohort that confirm the protocol chosen on ``population`` (the grid is then
+#: cross-validated on exactly the 24 networks of ``population``).
+CONFIRMERS = [synthetic_ground_truth(rule, 100 + i) for rule in "ab" for i in range(8)]
+
+
 def _small(population, **kw):
     options = dict(units=[2, 8, 24], noise=[0.0, 3.0], sessions=[2, 6], rig="paper-absolute", layers=["fc1", "fc2"],
                    observables=OBS, decoder="logistic", n_splits=5, rig_seeds=1, seed=3, n_jobs=1, n_bootstrap=500)
     options.update(kw)
+    if {g.rule for g in population} == {"a", "b"} and not {"confirm_fraction", "confirm_networks"} & set(options):
+        population = list(population) + CONFIRMERS
+        options["confirm_networks"] = [g.run_id for g in CONFIRMERS]
     return power_analysis(population, **options)
 
 
 # -- the reduction equals the rig ------------------------------------------------------------------------------------
+def _per_layer(recording, observables):
+    """compute_observables of a recording as a (layers, checkpoints, observables) float32 array."""
+    values = compute_observables(recording, observables)
+    return np.stack([values[layer].astype(np.float32) for layer in recording.layer_names])
+
+
 @pytest.mark.parametrize("relative, synapse_fraction", [(True, None), (False, 0.3)])
-def test_grid_features_equal_observe_then_observables(relative, synapse_fraction):
-    gt = synthetic_ground_truth("a", 0)
+def test_grid_features_equal_observe_and_apply_preset_exactly_at_every_grid_point(relative, synapse_fraction):
+    from virtual_lab.rig.presets import RigPreset, apply_preset
+    from virtual_lab.rig.transforms import checkpoint_positions
+
+    gt = synthetic_ground_truth("a", 0)  # layers of 24, 24 and 4 units, 6 checkpoints
     gt = GroundTruth(**{**gt.__dict__, "activations": {k: np.maximum(v, 0) for k, v in gt.activations.items()}})
     observables = ["actraw_mean", "actsq_median", "actabs_thirdquartile", "weightabs_var", "gradavgraw_id",
                    "weightraw_skew"]
-    units = [(3, 3, 2), (10, 10, 4), None]
-    noise = [0.0, 0.7]
-    checkpoints = np.array([0, 2, 3, 5])
-    features = compute_grid_features(gt, unit_counts=units, noise_sds=noise, checkpoint_indices=checkpoints,
-                                     rig_seeds=[11, 12], noise_relative=relative, synapse_fraction=synapse_fraction,
-                                     observables=observables)
-    assert features.shape == (2, 3, 2, 3, 4, len(observables))
+    units = {3: (3, 3, 3), 10: (10, 10, 4), 24: None}  # units value -> units per layer (capped), None: all
+    noise, sessions = [0.0, 0.7], [2, 4, 6]
+    positions = {k: checkpoint_positions(6, k, "even") for k in sessions}
+    checkpoints = np.unique(np.concatenate(list(positions.values())))
+    features = compute_grid_features(gt, unit_counts=list(units.values()), noise_sds=noise,
+                                     checkpoint_indices=checkpoints, rig_seeds=[11, 12], noise_relative=relative,
+                                     synapse_fraction=synapse_fraction, observables=observables)
+    assert features.shape == (2, 3, 2, 3, len(checkpoints), len(observables)) and np.isfinite(features).all()
+    n_observe = 0
     for r, rig_seed in enumerate([11, 12]):
-        for u_i, counts in enumerate(units):
+        seed = derive_seed(rig_seed, gt.run_id)
+        for u_i, n in enumerate(units):
             for n_i, sd in enumerate(noise):
-                kw = {} if counts is None else {"n_units": counts[0]}
-                if counts is not None and counts[2] != counts[0]:
-                    continue  # observe() keeps the same count in every layer; checked through the first two
-                rec = observe(gt, noise_sd=sd, noise_relative=relative, synapse_fraction=synapse_fraction,
-                              n_checkpoints=6, seed=derive_seed(rig_seed, gt.run_id), **kw)
-                rec = rec.with_(checkpoint_indices=checkpoints)
-                table = build_feature_table([rec], observables)
-                expected = table.X[:, :-3].reshape(3, 4, len(observables))
-                np.testing.assert_allclose(features[r, u_i, n_i], expected, rtol=2e-5, atol=1e-6)
-    # the layer with 4 units at counts (3, 3, 2): check layer-wise against keep_units on that layer only
-    from virtual_lab.rig import add_noise, keep_units
-    from virtual_lab.rig.recording import Recording
-    from virtual_lab.rig.transforms import keep_synapses
-    from virtual_lab.analysis.power import observe_seeds
+                for k in sessions:
+                    columns = np.searchsorted(checkpoints, positions[k])
+                    got = features[r, u_i, n_i][:, columns]
+                    stages = {"checkpoints": {"n_checkpoints": k}, "units": {"n_units": n, "cap": True},
+                              "noise": {"sd": sd, "relative": relative}}
+                    if synapse_fraction is not None:
+                        stages["synapses"] = {"fraction": synapse_fraction}
+                    preset = apply_preset(gt, RigPreset("paper-steps", stages=stages), seed=seed)
+                    np.testing.assert_array_equal(got, _per_layer(preset, observables))
+                    if n > 4 and units[n] is not None:
+                        continue  # observe() keeps the same count in every layer: the 4-unit layer has fewer
+                    kw = {} if units[n] is None else {"n_units": n}
+                    rec = observe(gt, noise_sd=sd, noise_relative=relative, synapse_fraction=synapse_fraction,
+                                  n_checkpoints=k, seed=seed, **kw)
+                    np.testing.assert_array_equal(got, _per_layer(rec, observables))
+                    n_observe += 1
+    assert n_observe == 2 * 2 * 2 * 3
+    assert not np.array_equal(features[0, 0], features[1, 0])  # the rig seed matters
 
-    unit_seed, syn_seed, noise_seed, _ = observe_seeds(derive_seed(11, gt.run_id))
-    rec = Recording.from_ground_truth(gt)
-    for layer, n in zip(gt.layer_names, units[0]):
-        rec = keep_units(rec, n_units=n, seed=unit_seed, layers=[layer])
-    if synapse_fraction is not None:
-        rec = keep_synapses(rec, synapse_fraction, seed=syn_seed)
-    rec = add_noise(rec, 0.7, relative=relative, seed=noise_seed).with_(checkpoint_indices=checkpoints)
-    expected = build_feature_table([rec], observables).X[:, :-3].reshape(3, 4, len(observables))
-    np.testing.assert_allclose(features[0, 0, 1], expected, rtol=2e-5, atol=1e-6)
+
+def test_observe_and_apply_preset_split_a_rig_seed_into_the_same_stage_seeds():
+    from virtual_lab.rig import RIG_STAGES, rig_stage_seeds
+    from virtual_lab.rig.presets import STAGES, apply_preset
+
+    # observe() keeps the split it has always had (its recordings, hence the quickstart, are unchanged)
+    old = [int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(5).spawn(4)]
+    assert list(rig_stage_seeds(5, ("units", "synapses", "noise", "checkpoints")).values()) == old
+    assert set(STAGES) <= set(RIG_STAGES) and len(set(rig_stage_seeds(5).values())) == len(RIG_STAGES)
+    assert rig_stage_seeds(5, ["noise"])["noise"] == rig_stage_seeds(5)["noise"]
+    with pytest.raises(ValueError, match="unknown rig stage 'unit'"):
+        rig_stage_seeds(5, ["unit"])
+    gt = synthetic_ground_truth("b", 1)
+    seeds = rig_stage_seeds(9)
+    rec = apply_preset(gt, "paper-gaussian", seed=9, n_checkpoints=4)  # 25% of units and synapses, noise 0.5
+    steps = {step["step"]: step["seed"] for step in rec.provenance[1:]}
+    assert steps == {"keep_checkpoints": seeds["checkpoints"], "keep_units": seeds["units"],
+                     "keep_synapses": seeds["synapses"], "add_noise": seeds["noise"]}
+    by_observe = observe(gt, unit_fraction=0.25, synapse_fraction=0.25, noise_sd=0.5, noise_relative=True,
+                         n_checkpoints=4, seed=9)
+    assert {s["step"]: s["seed"] for s in by_observe.provenance} == steps
+    every = ["actraw_mean", "actabs_var", "weightraw_mean", "weightsq_median", "gradavgraw_id"]
+    np.testing.assert_array_equal(_per_layer(rec, every), _per_layer(by_observe, every))
 
 
 def test_paper_like_rig_presets_are_reproduced_exactly():
@@ -107,18 +146,15 @@ def test_paper_like_rig_presets_are_reproduced_exactly():
     from virtual_lab.rig.presets import apply_preset
 
     settings = resolve_rig("paper-gaussian")
-    assert settings["seeding"] == "preset" and settings["synapse_fraction"] == 0.25
+    assert settings["origin"] == "preset" and settings["synapse_fraction"] == 0.25
     gt = synthetic_ground_truth("b", 1)
     observables = ["actraw_median", "weightabs_mean", "gradavgsq_id"]
-    features = compute_grid_features(gt, unit_counts=[(5, 5, 3)], noise_sds=[0.4], checkpoint_indices=[0, 2, 5],
+    features = compute_grid_features(gt, unit_counts=[(3, 3, 3)], noise_sds=[0.4], checkpoint_indices=[0, 2, 5],
                                      rig_seeds=[7], synapse_fraction=0.25, noise_relative=True,
-                                     observables=observables, noise_measures=settings["noise_measures"],
-                                     seeding="preset")
+                                     observables=observables, noise_measures=settings["noise_measures"])
     rec = apply_preset(gt, "paper-gaussian", seed=derive_seed(7, gt.run_id), n_units=3, noise_sd=0.4,
                        n_checkpoints=3)
-    expected = build_feature_table([rec], observables).X[:, :-3].reshape(3, 3, len(observables))
-    # layers fc1, fc2 keep 5 units in the grid and 3 in apply_preset: compare the readout (3 of 4 units) only
-    np.testing.assert_allclose(features[0, 0, 0, 2], expected[2], rtol=2e-5, atol=1e-6)
+    np.testing.assert_array_equal(features[0, 0, 0], _per_layer(rec, observables))
     assert resolve_rig("2p-gcamp6s")["general"] and not settings.get("general")
 
 
@@ -172,9 +208,10 @@ def test_power_analysis_through_a_calcium_rig(population):
     # CASCADE noise level 1 is an excellent recording; at 1e5 %/sqrt(s) the mean dF/F of a presentation has an
     # SD near 10, several times the responses. Only the mean response is decoded: shot noise grows with
     # sqrt(dF/F + 1), so statistics of |dF/F| would still carry the rule through the noise's own size.
-    result = power_analysis(population, units=[2, 24], noise=[1.0, 1e5], sessions=[6], rig="2p-gcamp6s",
+    result = power_analysis(population + CONFIRMERS, units=[2, 24], noise=[1.0, 1e5], sessions=[6], rig="2p-gcamp6s",
                             noise_param="calcium.noise_level", layers=["fc1", "fc2"], observables=["actraw_mean"],
-                            decoder="logistic", n_splits=5, rig_seeds=1, seed=3, n_jobs=1, n_bootstrap=500)
+                            decoder="logistic", n_splits=5, rig_seeds=1, seed=3, n_jobs=1, n_bootstrap=500,
+                            confirm_networks=[g.run_id for g in CONFIRMERS])
     assert result.provenance["rig"]["general"] and result.provenance["noise_axis"] == "calcium.noise_level"
     assert result.provenance["observables"] == ["actraw_mean"]
     good, drowned = result.accuracy[1, 0, 0], result.accuracy[1, 1, 0]
@@ -211,7 +248,17 @@ def test_curves_are_monotone_within_intervals_and_informative(population):
     sentence = result.sentence
     assert sentence.startswith("To tell a from b with >= 90% accuracy using paper-absolute")
     assert f"record >= {result.recommendation['units']} neurons" in sentence
-    assert result.recommendation["animals"] == animals_to_certify(result.recommendation["accuracy"], 0.9)
+    # the accuracy reported is the confirmed one: a decoder trained on the 24 selection networks, tested on the
+    # 12 confirmation networks, which took no part in the choice
+    rec = result.recommendation
+    assert result.confirmation_networks == tuple(g.run_id for g in CONFIRMERS)
+    assert rec["confirmed"]["n"] == 16 and rec["accuracy"] == result.confirmation["accuracy"]
+    assert rec["ci"] == result.confirmation["wilson"] and rec["selected"]["n"] == 24
+    assert rec["ci"][0] > 0.5 and "confirmed on 16 networks that took no part in choosing it" in sentence
+    assert "certified" not in sentence and "animals" not in sentence
+    table = result.animals["table"]
+    assert [row["animals"] for row in table] == [1, 2, 3, 5, 10]
+    assert table[-1]["p_correct"] >= table[0]["p_correct"] and all(r["ci"][0] <= r["ci"][1] for r in table)
     for entry in result.thresholds:
         if entry["units_conservative"] is not None:
             assert entry["units_point"] is not None and entry["units_point"] <= entry["units_conservative"]
@@ -294,8 +341,9 @@ def test_cli_writes_every_output_and_repeats_exactly(tmp_path, capsys):
     assert summary["provenance"]["seed"] == 0
     page = (one / "power_report.html").read_text()
     assert summary["recommendation"]["sentence"].split(";")[0].replace(">", "&gt;") in page
-    assert page.count("<figcaption>") == 4 and "white line" not in page  # every figure says what it draws
-    for name in ("power_heatmap.png", "power_units.png", "power_sessions.png", "power_confusion.png"):
+    assert page.count("<figcaption>") == 5 and "white line" not in page  # every figure says what it draws
+    for name in ("power_heatmap.png", "power_units.png", "power_sessions.png", "power_confusion.png",
+                 "power_animals.png"):
         assert (one / name).stat().st_size > 1000
     assert main(["power", str(root), "--rig", "nope", "--units", "2", "--noise", "0", "--sessions", "2"]) == 2
     assert "unknown rig preset 'nope'" in capsys.readouterr().err
@@ -303,10 +351,11 @@ def test_cli_writes_every_output_and_repeats_exactly(tmp_path, capsys):
 
 # -- small statistics, known values (rig_facts.md) -------------------------------------------------------------------
 def test_wilson_binomial_and_animals_known_values():
-    assert [round(x, 3) for x in wilson_interval(0.9, 40)] == [0.769, 0.96]
-    assert [round(x, 3) for x in wilson_interval(0.9, 100)] == [0.826, 0.945]
+    # virtual_lab.stats' interval (re-exported here) takes counts: 0.9 of 40 networks is 36 successes
+    assert [round(x, 3) for x in wilson_interval(0.9 * 40, 40)] == [0.769, 0.96]
+    assert [round(x, 3) for x in wilson_interval(0.9 * 100, 100)] == [0.826, 0.945]
     for n, threshold in ((20, 0.45), (40, 0.40), (80, 0.3375), (160, 0.3125)):
         assert binomial_chance(n, 4)["threshold"] == pytest.approx(threshold)
     assert animals_to_certify(0.9, 0.9) is None
     m = animals_to_certify(0.95, 0.9)
-    assert wilson_interval(0.95, m)[0] >= 0.9 > wilson_interval(0.95, m - 1)[0]
+    assert wilson_interval(0.95 * m, m)[0] >= 0.9 > wilson_interval(0.95 * (m - 1), m - 1)[0]

@@ -94,7 +94,7 @@ def test_undefined_rule_architecture_paradigm_pairs_are_rejected(data, message):
 
 
 def test_sweep_crosses_architectures_and_paradigms(tmp_path):
-    from virtual_lab.lab.sweep import expand_sweep
+    from virtual_lab.sweeps.expand import expand_sweep
 
     protocol = parse_protocol({"sweep": {"rules": ["sgdm", "feedback_alignment"], "architectures": ["mlp", "cnn"],
                                          "paradigms": ["supervised", "contrastive"], "n_seeds": 1},

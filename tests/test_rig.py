@@ -93,7 +93,7 @@ def test_keep_checkpoints_spacings_and_errors(rec):
         keep_checkpoints(rec, 7)
     with pytest.raises(ValueError, match="was not recorded"):
         keep_checkpoints(rec, steps=[3])
-    with pytest.raises(ValueError, match="noise sd"):
+    with pytest.raises(ValueError, match=r"^sd=-1.0 is out of range \(allowed: >= 0\)$"):
         add_noise(rec, -1.0)
 
 
@@ -111,7 +111,7 @@ def test_activity_change_over_kept_units_matches_the_definition():
 def test_subsampled_activity_change_of_conv_layers_uses_the_convolution(architecture, channels):
     from virtual_lab.lab.conv import train_conv_population
     from virtual_lab.lab.tasks import load_digits_task
-    from virtual_lab.lab.train import RunSpec
+    from virtual_lab.lab.spec import RunSpec
     from virtual_lab.rig import Recording, keep_units
 
     task = load_digits_task(n_probe=20)

@@ -174,7 +174,7 @@ def test_presets_are_deterministic(gt, name):
 
 
 def test_information_loss_report_degrades_with_each_random_stage(gt):
-    from virtual_lab.rig.information import information_loss
+    from virtual_lab.analysis.information import information_loss
 
     rows = information_loss(gt, load_preset("paper-gaussian").with_params({"noise_sd": 3.0}), n_repeats=3, seed=1)
     assert [row["stage"] for row in rows] == ["checkpoints", "units", "synapses", "noise"]

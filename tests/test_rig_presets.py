@@ -63,7 +63,7 @@ def test_impossible_requests_name_the_parameter_value_and_what_is_available(gt):
         apply_preset(gt, "paper-gaussian", n_units=50)
     with pytest.raises(ValueError, match=r"n_checkpoints=30 is more than were recorded \(8 available\)"):
         apply_preset(gt, "neuropixels-chronic", n_checkpoints=30)
-    with pytest.raises(ValueError, match=r"noise sd must be a finite number >= 0, got -0.1"):
+    with pytest.raises(ValueError, match=r"^sd=-0.1 is out of range \(allowed: >= 0\)$"):
         apply_preset(gt, "paper-gaussian", noise_sd=-0.1)
     with pytest.raises(ValueError, match=r"indicator='GCaMP7' is not available.*GCaMP6s, GCaMP6f, jGCaMP8m"):
         apply_preset(gt, "2p-gcamp6s", calcium__indicator="GCaMP7")

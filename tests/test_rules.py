@@ -7,11 +7,12 @@ import pytest
 import torch
 
 import virtual_lab.lab.train as train_module
-from virtual_lab.lab.rules import (ALIASES, ALL_RULES, FAMILIES, PAPER_RULES, RULES, feedback_time_constant,
-                                   get_rule)
-from virtual_lab.lab.sweep import short_feedback_warnings
-from virtual_lab.lab.train import (RunSpec, init_direct_feedback, init_parameters, sign_symmetry_scale,
-                                   train_population)
+from virtual_lab.lab.rules import (ALIASES, ALL_RULES, ARCHITECTURES, FAMILIES, PAPER_RULES, PARADIGMS, RULES, Rule,
+                                   check_rule, display_name, feedback_time_constant, get_rule, rule_names,
+                                   short_name, sign_symmetry_scale)
+from virtual_lab.sweeps.expand import short_feedback_warnings
+from virtual_lab.lab.spec import RunSpec
+from virtual_lab.lab.train import init_direct_feedback, init_parameters, train_population
 
 SIZES = (64, 24, 16, 10)
 
@@ -229,3 +230,145 @@ def test_short_runs_of_learned_feedback_rules_are_flagged():
     assert short_feedback_warnings([spec("information_alignment", lr, 105) for lr in (0.01, 0.02)], steps) == []
     (kp,) = short_feedback_warnings([spec("kolen_pollack", 0.02, 20)], steps)
     assert kp.startswith("kolen_pollack: 1 of its 1 runs") and "5,000 steps" in kp
+    assert "(1 - momentum) / (weight_decay lr)" in kp
+
+
+# -- the registry: every rule states every fact; a new rule is one registry entry ------------------------------
+
+def test_every_registered_rule_sets_every_field_and_fits_the_engines():
+    spec_fields = {f.name for f in dataclasses.fields(RunSpec)}
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               for f in dataclasses.fields(Rule))  # no defaults: a rule module states every fact
+    with pytest.raises(TypeError):
+        Rule(name="incomplete", family="local")
+    for rule in RULES.values():
+        assert check_rule(rule) is rule
+        for field in dataclasses.fields(Rule):
+            value = getattr(rule, field.name)
+            if field.name in ("backward_matrix", "feedback_decay"):  # None exactly where check_rule allows it
+                continue
+            assert value is not None and (value != "" or field.name == "feedback_decay_formula"), (rule.name, field)
+        assert set(rule.hyperparameters) <= spec_fields, rule.name
+        assert set(rule.architectures) <= set(ARCHITECTURES) and set(rule.paradigms) <= set(PARADIGMS)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            rule.default_learning_rate = 1.0
+    assert [r.family for r in RULES.values()] == sorted((r.family for r in RULES.values()), key=FAMILIES.index)
+
+
+def test_short_and_display_names_are_unique():
+    shorts = [r.short_name for r in RULES.values()]
+    displays = [r.display_name for r in RULES.values()]
+    assert len(set(shorts)) == len(shorts) and len(set(displays)) == len(displays)
+    every_name = list(RULES) + [a for r in RULES.values() for a in r.aliases]
+    assert len(set(every_name)) == len(every_name) == len(rule_names())
+    # the words the power analysis and the report have always used
+    assert shorts == ["sgd", "sgdm", "adam", "fa", "ia", "kp", "ss", "dfa", "hebbian", "np"]
+    assert [display_name(r) for r in PAPER_RULES] == ["SGDM", "Adam", "FA", "IA"]
+    assert short_name("rule0") == display_name("rule0") == "rule0"  # opaque labels pass through
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"backward_matrix": None}, "backward_matrix must be given"),
+    ({"backward_path": "B"}, "another backward matrix"),
+    ({"optimizer": "rmsprop"}, "optimizer 'rmsprop' is not one of sgd, sgdm, adam"),
+    ({"update": "hebbian", "architectures": ("mlp",), "paradigms": ("supervised",)}, "exactly when its update"),
+    ({"feedback_update": "local_loss"}, "feedback_decay and feedback_decay_formula"),
+    ({"short_name": "fa"}, "taken by rule 'feedback_alignment'"),
+    ({"paradigms": ()}, "non-empty subset"),
+])
+def test_check_rule_names_what_does_not_fit(change, message):
+    names = {"name": "sgd_variant", "short_name": "sgdv", "display_name": "SGDv"}
+    variant = dataclasses.replace(RULES["sgd"], **{**names, **change})
+    with pytest.raises(ValueError, match=message):
+        check_rule(variant)
+
+
+#: A new rule as a new module would define it: feedback alignment's fixed random B with Adam, its own names
+#: and default rate. Nothing else in the package changes.
+FA_ADAM = dataclasses.replace(RULES["feedback_alignment"], name="feedback_alignment_adam", short_name="faa",
+                              display_name="FA-Adam", aliases=("fa_adam",), paper=False, optimizer="adam",
+                              default_learning_rate=2e-3)
+#: ... and a plain-SGD variant defined for the MLP only.
+SLOW_SGD = dataclasses.replace(RULES["sgd"], name="slow_sgd", short_name="ssgd", display_name="SGD-slow",
+                               default_learning_rate=0.01, architectures=("mlp",))
+
+
+@pytest.fixture
+def new_rules(monkeypatch):
+    """Register the two new rules the only way a rule module does: as entries of ``RULES``."""
+    for rule in (FA_ADAM, SLOW_SGD):
+        monkeypatch.setitem(RULES, rule.name, check_rule(rule))
+    return FA_ADAM, SLOW_SGD
+
+
+def test_a_new_rule_passes_the_protocol_checker_and_the_sweep(new_rules):
+    from virtual_lab.protocol import ProtocolError, parse_protocol
+    from virtual_lab.sweeps.expand import expand_sweep
+
+    protocol = parse_protocol({"sweep": {"rules": ["fa_adam", "slow_sgd", "sgdm"], "n_seeds": 2},
+                               "rules": {"fa_adam": {"learning_rate": 4e-3}}})
+    assert protocol.sweep.rules == ("feedback_alignment_adam", "slow_sgd", "sgdm")
+    assert protocol.base_learning_rate("fa_adam") == 4e-3 and protocol.base_learning_rate("slow_sgd") == 0.01
+    specs = expand_sweep(protocol, 64, 10)
+    assert [s.rule for s in specs].count("feedback_alignment_adam") == 2
+    assert {s.learning_rate for s in specs if s.rule == "slow_sgd"} == {0.01}
+    # where a rule is defined is its own field: FA-Adam has a convolutional version, slow SGD does not
+    assert parse_protocol({"network": {"architecture": "cnn"}, "sweep": {"rules": ["fa_adam"]}})
+    with pytest.raises(ProtocolError, match="rule 'slow_sgd' has no convolutional version"):
+        parse_protocol({"network": {"architecture": "cnn"}, "sweep": {"rules": ["slow_sgd"]}})
+    with pytest.raises(ProtocolError, match="did you mean 'fa_adam'"):
+        parse_protocol({"sweep": {"rules": ["fa_adm"]}})
+
+
+def test_a_new_rule_trains_in_the_engines_as_in_the_reference(new_rules, digits):
+    from virtual_lab.lab.conv import train_conv_population
+    from virtual_lab.lab.conv_reference import train_conv_reference
+    from virtual_lab.lab.reference import train_reference
+
+    f64 = {"rtol": 1e-6, "atol": 1e-9}
+    short = dataclasses.replace(digits, train_x=digits.train_x[:256], train_y=digits.train_y[:256])
+
+    def spec(rule, seed, **kw):
+        return RunSpec(rule=rule, learning_rate=get_rule(rule).default_learning_rate, batch_size=32, n_epochs=1,
+                       seed=seed, layer_sizes=SIZES, n_probe=50, n_checkpoints=3, **kw)
+
+    specs = [spec("fa_adam", 1), spec("sgdm", 2), spec("feedback_alignment", 3), spec("slow_sgd", 4), spec("adam", 5)]
+    state = {}
+    batched = train_population(specs, short, final_state=state, dtype=torch.float64)
+    for i in (0, 3):
+        reference = train_reference(specs[i], short, dtype=torch.float64)
+        for layer in batched[i].layer_names:
+            np.testing.assert_allclose(batched[i].weights[layer], reference.weights[layer], **f64)
+            np.testing.assert_allclose(batched[i].activations[layer], reference.activations[layer], **f64)
+        np.testing.assert_allclose(batched[i].train_loss, reference.train_loss, **f64)
+    assert batched[0].metadata["rule"] == "feedback_alignment_adam" and batched[0].metadata["optimizer"] == "adam"
+    _, _, b0 = init_parameters(SIZES, 1)
+    for l in range(len(SIZES) - 1):  # FA's B: fixed
+        np.testing.assert_array_equal(state["feedback"][l][0], b0[l].numpy())
+    # one full-batch step: Adam's first update is lr * g / (|g| + eps) with g feedback alignment's pseudo-gradient
+    state = {}
+    train_population([one_step("fa_adam", digits, seed=3, learning_rate=2e-3)], digits, final_state=state)
+    w0, grads = hand_pseudo_gradient("feedback_alignment", 3, digits)
+    for l, g in enumerate(grads):
+        np.testing.assert_allclose(w0[l] - state["weights"][l][0], 2e-3 * g / (np.abs(g) + 1e-8), atol=2e-5)
+    # the convolutional engine too (its reference reads the same registry)
+    conv = [RunSpec(rule=r, learning_rate=get_rule(r).default_learning_rate, batch_size=64, n_epochs=1, seed=s,
+                    layer_sizes=(64, 10), n_probe=50, n_checkpoints=2, architecture="cnn", channels=(3, 3, 3))
+            for r, s in (("fa_adam", 1), ("sgdm", 2))]
+    batched = train_conv_population(conv, short, dtype=torch.float64)[0]
+    reference = train_conv_reference(conv[0], short, dtype=torch.float64)
+    for layer in batched.layer_names:
+        np.testing.assert_allclose(batched.weights[layer], reference.weights[layer], **f64)
+    with pytest.raises(ValueError, match="rule 'slow_sgd' has no convolutional version"):
+        train_conv_population([dataclasses.replace(conv[0], rule="slow_sgd")], short)
+
+
+def test_a_new_rule_is_named_in_reports_by_its_own_fields(new_rules):
+    from virtual_lab.analysis.power import short_rule
+    from virtual_lab.analysis.report import _rule_order, _short
+
+    assert short_rule("feedback_alignment_adam") == "faa" and short_rule("slow_sgd") == "ssgd"
+    assert _short("feedback_alignment_adam") == "FA-Adam"
+    assert _rule_order(["slow_sgd", "feedback_alignment_adam", "adam"]) == ["adam", "feedback_alignment_adam",
+                                                                           "slow_sgd"]
+    assert get_rule("fa_adam") is FA_ADAM and feedback_time_constant("fa_adam", 0.01) is None

@@ -398,7 +398,7 @@ def test_failed_overwrite_keeps_previous_file(ground_truth, session_file, tmp_pa
     def fail(*args, **kwargs):
         raise OSError("rename failed")
 
-    monkeypatch.setattr(sessions.os, "replace", fail)
+    monkeypatch.setattr(os, "replace", fail)  # the writer renames with os.replace
     with pytest.raises(OSError, match="rename failed"):
         sessions.write_session(mock_ground_truth(seed=1, run_id=ground_truth.run_id), path)
     monkeypatch.undo()
@@ -470,7 +470,9 @@ def test_sessions_with_the_legacy_network_module_are_still_read(ground_truth, se
 
 
 def test_protocol_attribution_reaches_the_sessions_and_never_changes_run_ids(tmp_path):
-    from virtual_lab.lab.executor import check_run_file, plan_sweep, run_sweep
+    from virtual_lab.sweeps.plan import plan_sweep
+    from virtual_lab.sweeps.run import run_sweep
+    from virtual_lab.sweeps.storage import check_run_file
     from virtual_lab.protocol import parse_protocol
 
     def protocol(storage):
@@ -505,3 +507,123 @@ def test_foreign_nwb_file_is_not_a_complete_session(tmp_path):
     with pynwb.NWBHDF5IO(str(path), "w") as io:
         io.write(mock_NWBFile())
     assert not sessions.is_complete_session(path)
+
+
+# ----------------------------------------------------------------------------------------------- partial reads
+
+
+def _arrays_of(gt):
+    """Every array of a GroundTruth by name, for exact comparisons."""
+    out = {name: getattr(gt, name) for name in ("checkpoint_steps", "train_loss", "test_accuracy",
+                                                 "probe_stimuli", "probe_labels")}
+    for table in ("activations", "weights", "activity_change"):
+        out.update({f"{table}[{layer}]": getattr(gt, table)[layer] for layer in gt.layer_names})
+    return out
+
+
+def assert_same_arrays(expected, actual):
+    want, got = _arrays_of(expected), _arrays_of(actual)
+    assert list(got) == list(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and got[name].shape == want[name].shape, name
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    assert actual.layer_names == expected.layer_names and actual.depth_positions == expected.depth_positions
+    assert dict(actual.metadata) == dict(expected.metadata)
+
+
+@pytest.fixture(scope="module")
+def half_file(tmp_path_factory):
+    """A session with float16 weights, 6 checkpoints and vector stimuli (the reshape path of the reader)."""
+    gt = mock_ground_truth(layer_sizes=(16, 12, 10, 4), n_checkpoints=6, n_stimuli=12)
+    gt = dataclasses.replace(gt, probe_stimuli=gt.probe_stimuli.reshape(12, 16))
+    return sessions.write_session(gt, tmp_path_factory.mktemp("half") / "s.nwb", weights_dtype="float16")
+
+
+@pytest.mark.parametrize("engine", sessions.ENGINES)
+@pytest.mark.parametrize("which", ["session_file", "half_file"])
+def test_partial_reads_are_slices_of_the_full_read(engine, which, request):
+    path = request.getfixturevalue(which)
+    full = sessions.read_session(path, engine=engine)
+    picks = [4, 0, 2]
+    part = sessions.read_session(path, engine=engine, layers=("fc3", "fc1"), checkpoints=picks)
+    assert part.layer_names == ("fc1", "fc3")  # forward order, whatever order was asked
+    assert part.depth_positions == tuple(full.depth_positions[full.layer_names.index(x)] for x in ("fc1", "fc3"))
+    for layer in part.layer_names:
+        for table in ("activations", "weights", "activity_change"):
+            got, want = getattr(part, table)[layer], getattr(full, table)[layer][picks]
+            assert got.dtype == np.float32 and got.shape == want.shape
+            np.testing.assert_array_equal(got, want)
+    for name in ("checkpoint_steps", "train_loss", "test_accuracy"):
+        np.testing.assert_array_equal(getattr(part, name), getattr(full, name)[picks])
+    np.testing.assert_array_equal(part.probe_stimuli, full.probe_stimuli)
+    np.testing.assert_array_equal(part.probe_labels, full.probe_labels)
+    assert part.metadata == full.metadata
+    # an explicit "everything" is the full read, and both engines agree on every partial read
+    everything = sessions.read_session(path, engine=engine, layers=full.layer_names, arrays=sessions.SESSION_ARRAYS,
+                                       checkpoints=range(full.n_checkpoints))
+    assert_same_arrays(full, everything)
+    other = "h5py" if engine == "pynwb" else "pynwb"
+    assert_same_arrays(part, sessions.read_session(path, engine=other, layers=("fc1", "fc3"), checkpoints=picks))
+
+
+def test_arrays_left_out_are_empty_and_keep_their_first_axis(session_file, ground_truth):
+    n_t, n_s = ground_truth.n_checkpoints, ground_truth.n_stimuli
+    weights_only = sessions.read_session(session_file, engine="h5py", arrays=("weights",))
+    for layer in ground_truth.layer_names:
+        np.testing.assert_array_equal(weights_only.weights[layer], ground_truth.weights[layer])
+        assert weights_only.activations[layer].shape == (n_t, 0, 0)
+        assert weights_only.activity_change[layer].shape == (n_t, 0)
+    assert weights_only.probe_stimuli.shape == (n_s, 0) and weights_only.probe_stimuli.dtype == np.float32
+    nothing = sessions.read_session(session_file, arrays=(), checkpoints=[1])  # curves and metadata only
+    np.testing.assert_array_equal(nothing.train_loss, ground_truth.train_loss[[1]])
+    assert nothing.activations["fc1"].shape == (1, 0, 0) and nothing.metadata == dict(ground_truth.metadata)
+
+
+def test_the_rig_read_of_the_power_analysis_equals_the_session(session_file, ground_truth):
+    """What analysis.power read for the rig (activations, weights, activity change, steps, metadata)."""
+    rig_arrays = ("activations", "weights", "activity_change")
+    gt = sessions.read_session(session_file, engine="h5py", arrays=rig_arrays)
+    assert gt.layer_names == ground_truth.layer_names and gt.depth_positions == ground_truth.depth_positions
+    np.testing.assert_array_equal(gt.checkpoint_steps, ground_truth.checkpoint_steps)
+    for table in rig_arrays:
+        for layer in ground_truth.layer_names:
+            np.testing.assert_array_equal(getattr(gt, table)[layer], getattr(ground_truth, table)[layer])
+    assert gt.metadata == dict(ground_truth.metadata) and gt.run_id == ground_truth.run_id
+    # the curves come along (power left zeros there); labels too
+    np.testing.assert_array_equal(gt.test_accuracy, ground_truth.test_accuracy)
+    np.testing.assert_array_equal(gt.probe_labels, ground_truth.probe_labels)
+
+
+def test_a_partial_read_does_not_touch_the_layers_it_leaves_out(session_file, ground_truth, tmp_path):
+    damaged = tmp_path / session_file.name
+    shutil.copyfile(session_file, damaged)
+    with h5py.File(damaged, "r+") as f:
+        del f["acquisition/activations_fc1/data"]
+        del f["processing/misc/weights/fc2"]
+    gt = sessions.read_session(damaged, engine="h5py", layers=("fc3",))
+    np.testing.assert_array_equal(gt.activations["fc3"], ground_truth.activations["fc3"])
+    with pytest.raises(KeyError):
+        sessions.read_session(damaged, engine="h5py")
+    gt = sessions.read_session(damaged, engine="h5py", layers=("fc1",), arrays=("weights",))
+    np.testing.assert_array_equal(gt.weights["fc1"], ground_truth.weights["fc1"])
+
+
+def test_read_session_rejects_bad_selections_with_one_line(session_file):
+    with pytest.raises(ValueError, match=r"groundtruth.nwb: no layer 'Fc1' in this session; did you mean 'fc1'\? "
+                                         r"\(layers: fc1, fc2, fc3\)"):
+        sessions.read_session(session_file, layers=("Fc1",))
+    with pytest.raises(ValueError, match=r"arrays='weight' is not available; did you mean 'weights'\?"):
+        sessions.read_session(session_file, arrays=("weight",))
+    with pytest.raises(ValueError, match=r"checkpoint index 9 is out of range; the session has 5 checkpoints"):
+        sessions.read_session(session_file, engine="h5py", checkpoints=[0, 9])
+    with pytest.raises(ValueError, match="repeats an index"):
+        sessions.read_session(session_file, checkpoints=[1, 1])
+    with pytest.raises(ValueError, match="at least one layer"):
+        sessions.read_session(session_file, layers=())
+    with pytest.raises(TypeError, match="sequence of names"):
+        sessions.read_session(session_file, layers="fc1")
+    for bad in ([], [0.5], [True, False], [[0, 1]]):
+        with pytest.raises(TypeError, match="checkpoint indices"):
+            sessions.read_session(session_file, checkpoints=bad)
+    with pytest.raises(ValueError, match="The 'engine' parameter of read_session must be 'pynwb' or 'h5py'"):
+        sessions.read_session(session_file, engine="neo")

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from virtual_lab.lab.executor import run_sweep
+from virtual_lab.sweeps.run import run_sweep
 from virtual_lab.protocol import parse_protocol
 from test_sweep_kill import session_content
 

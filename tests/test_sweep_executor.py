@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from virtual_lab.cli import main
-from virtual_lab.lab import executor
-from virtual_lab.lab.executor import (InsufficientDiskSpaceError, plan_populations, plan_sweep, read_log,
-                                      run_sweep, spec_mismatches, sweep_status)
-from virtual_lab.lab.train import RunSpec
+from virtual_lab.sweeps import storage
+from virtual_lab.sweeps.plan import plan_populations, plan_sweep
+from virtual_lab.sweeps.run import run_sweep
+from virtual_lab.sweeps.status import sweep_status
+from virtual_lab.sweeps.storage import InsufficientDiskSpaceError, read_log, spec_mismatches
+from virtual_lab.lab.spec import RunSpec
 from virtual_lab.pipeline import SessionSequence, train_and_record
 from virtual_lab.protocol import parse_protocol
 from virtual_lab.sessions import describe_session_file, read_session, read_session_metadata
@@ -205,7 +207,7 @@ def test_a_population_that_fails_to_train_does_not_stop_the_others(tmp_path, mon
 
 def test_free_disk_space_is_checked_before_training(tmp_path, monkeypatch):
     protocol = tiny(tmp_path)
-    monkeypatch.setattr(executor.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(storage.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(InsufficientDiskSpaceError, match=r"not enough free disk space for 4 sessions in .*: it "
                                                           r"needs about \d+ MB and 0 MB is free"):
         run_sweep(protocol, n_workers=0, progress=False)
@@ -237,24 +239,26 @@ def test_session_sequence_reads_lazily_and_equals_pynwb(base_sweep, tmp_path):
 
 def test_run_sweep_parameter_errors(tmp_path):
     protocol = tiny(tmp_path)
-    with pytest.raises(ValueError, match="The 'executor' parameter must be one of local, dask. Got 'dusk' "
-                                         "instead. Did you mean 'dask'?"):
+    with pytest.raises(ValueError, match=r"^executor='dusk' is not available; did you mean 'dask'\? "
+                                         r"\(available: local, dask\)$"):
         run_sweep(protocol, executor="dusk")
     with pytest.raises(ValueError, match="needs executor 'dask'"):
         run_sweep(protocol, scheduler="tcp://127.0.0.1:8786")
-    with pytest.raises(ValueError, match="The 'n_workers' parameter must be an integer >= 0. Got -1 instead."):
+    with pytest.raises(ValueError, match=r"^n_workers=-1 is out of range \(allowed: >= 0\)$"):
         run_sweep(protocol, n_workers=-1)
+    with pytest.raises(ValueError, match=r"^n_workers=0 is out of range \(allowed: >= 1\)$"):
+        run_sweep(protocol, executor="dask", n_workers=0)
 
 
 def test_planning_warns_when_ia_runs_stop_before_their_feedback_can_learn(tmp_path, caplog):
     # tau = 0.1 / (2 * 1e-3 * 0.02) = 2,500 steps; digits with 20 probes leaves 1,777 images: 27 steps per epoch
     sweep = {"rules": ["sgdm", "information_alignment"], "n_seeds": 1}
-    with caplog.at_level("WARNING", logger="virtual_lab.lab.executor"):
+    with caplog.at_level("WARNING", logger="virtual_lab.sweeps.plan"):
         plan_sweep(tiny(tmp_path, sweep=sweep, training={"n_epochs": 10}))
     (record,) = [r for r in caplog.records if "information_alignment" in r.getMessage()]
     assert "1 of its 1 runs train fewer steps (270) than the time constant of their feedback matrices (2,500" \
         in record.getMessage()
     caplog.clear()
-    with caplog.at_level("WARNING", logger="virtual_lab.lab.executor"):
+    with caplog.at_level("WARNING", logger="virtual_lab.sweeps.plan"):
         plan_sweep(tiny(tmp_path, sweep=sweep, training={"n_epochs": 93}))  # 2,511 steps
     assert not [r for r in caplog.records if "time constant" in r.getMessage()]

@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from virtual_lab.lab.executor import plan_sweep, read_log, run_sweep
+from virtual_lab.sweeps.plan import plan_sweep
+from virtual_lab.sweeps.run import run_sweep
+from virtual_lab.sweeps.storage import read_log
 from virtual_lab.protocol import load_protocol
 from virtual_lab.sessions import describe_session_file, read_session
 

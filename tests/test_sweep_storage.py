@@ -4,8 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from virtual_lab.lab.executor import estimate_session_bytes, run_sweep
-from virtual_lab.lab.train import RunSpec
+from virtual_lab.sweeps.run import run_sweep
+from virtual_lab.sweeps.storage import estimate_session_bytes
+from virtual_lab.lab.spec import RunSpec
 from virtual_lab.protocol import parse_protocol
 from virtual_lab.sessions import read_session, read_session_metadata, validate_session, write_session
 from virtual_lab.testing import mock_ground_truth

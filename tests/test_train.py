@@ -6,7 +6,8 @@ import torch
 
 from virtual_lab.lab.reference import train_reference
 from virtual_lab.lab.rules import ALL_RULES, PAPER_RULES, get_rule
-from virtual_lab.lab.train import RunSpec, checkpoint_schedule, init_parameters, train_population
+from virtual_lab.lab.spec import RunSpec, checkpoint_schedule
+from virtual_lab.lab.train import init_parameters, train_population
 
 SIZES = (64, 24, 16, 10)
 

@@ -67,7 +67,7 @@ print(protocol.sweep.rules, protocol.rules["sgdm"].learning_rate)
 # ## What runs will this protocol train?
 
 # %%
-from virtual_lab.lab.sweep import expand_sweep
+from virtual_lab.sweeps.expand import expand_sweep
 
 specs = expand_sweep(protocol, n_features=64, n_classes=10)
 for s in specs[:4]:

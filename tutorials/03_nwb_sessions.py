@@ -23,7 +23,8 @@ import numpy as np
 
 from _common import OUTPUT, TINY
 from virtual_lab.lab.tasks import load_digits_task
-from virtual_lab.lab.train import RunSpec, train_population
+from virtual_lab.lab.spec import RunSpec
+from virtual_lab.lab.train import train_population
 from virtual_lab.sessions import GROUND_TRUTH_SESSION_ID, sanitize_id, session_path, write_session
 
 task = load_digits_task(n_probe=60 if TINY else 200)

@@ -20,7 +20,8 @@ import numpy as np
 
 from _common import OUTPUT, REPO, TINY  # noqa: F401 (REPO: the presets live in REPO / 'protocols' / 'rigs')
 from virtual_lab.lab.tasks import load_digits_task
-from virtual_lab.lab.train import RunSpec, train_population
+from virtual_lab.lab.spec import RunSpec
+from virtual_lab.lab.train import train_population
 
 n_probe = 60 if TINY else 200
 task = load_digits_task(n_probe=n_probe)
@@ -178,4 +179,4 @@ for rec in (ephys, imaging, em):
 #
 # `--blind` gives subjects opaque ids and removes the rule from the files (the key goes to a separate file),
 # so someone else can try to decode the rule. **Try next:** `information_loss(gt, "2p-gcamp6s")` from
-# `virtual_lab.rig.information`, or raise `calcium__noise_level` in `apply_preset`.
+# `virtual_lab.analysis.information`, or raise `calcium__noise_level` in `apply_preset`.

@@ -132,7 +132,7 @@ fig.savefig(OUTPUT / "05_controls.png", dpi=100)
 # possible p is `1 / (m + 1)`, so use at least 19 for p < 0.05 (99+ for a paper).
 
 # %%
-from virtual_lab.analysis.evaluation import permutation_test
+from virtual_lab.analysis.permutation import permutation_test
 
 test = permutation_test(table, "linear_svm", 5 if TINY else 19, n_splits=N_SPLITS, seed=0)
 print(f"observed network accuracy {test.observed:.2f}; null mean {test.null_mean:.2f} "

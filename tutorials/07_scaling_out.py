@@ -54,7 +54,8 @@ print(result.sweep.summary_text())
 # ## 2. The manifest and the log
 
 # %%
-from virtual_lab.lab.executor import read_log, sweep_status
+from virtual_lab.sweeps.status import sweep_status
+from virtual_lab.sweeps.storage import read_log
 
 root = protocol.recordings_dir
 manifest = json.loads((root / "sweep_manifest.json").read_text())

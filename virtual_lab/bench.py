@@ -1,4 +1,4 @@
-"""Benchmark of the population training engine (``virtual-lab bench``, or ``python -m virtual_lab.bench``).
+"""Benchmark of the population training engine (``virtual-lab bench``; :mod:`virtual_lab.commands.bench`).
 
 Measures, in one run on one machine and one thread setting:
 
@@ -82,13 +82,13 @@ def rule_flops_per_step(layer_macs: Sequence[int], batch_size: int, rule: str, *
     if r.update == "node_perturbation":  # a clean and a perturbed forward pass, and the weight update
         return 2 * forward + sum(2 * b * m for m in layer_macs)
     weight_grads = sum(2 * b * m for m in layer_macs)
-    if r.feedback == "direct":
+    if r.backward_path == "direct":
         errors = sum(2 * b * n_outputs * u for u in hidden_units)
     elif r.update == "hebbian":  # only the readout's delta rule sends no error; Oja's rule on hidden layers
         errors = 0
     else:
         errors = sum(2 * b * m for m in layer_macs[1:])
-    extra = sum(8 * b * m for m in layer_macs) if r.feedback == "information_alignment" else 0
+    extra = sum(8 * b * m for m in layer_macs) if r.feedback_update == "local_loss" else 0  # IA's local loss
     return forward + weight_grads + errors + extra
 
 
@@ -124,7 +124,7 @@ def _population_specs(n_networks: int, hidden_sizes: Sequence[int], batch_size: 
                       rules: Sequence[str], n_checkpoints: int, n_probe: int, task_inputs: int, task_classes: int,
                       architecture: str = "mlp", channels: Sequence[int] = ()):
     from virtual_lab.lab.rules import get_rule
-    from virtual_lab.lab.train import RunSpec
+    from virtual_lab.lab.spec import RunSpec
     from virtual_lab.seeding import derive_seed
 
     sizes = (task_inputs, *hidden_sizes, task_classes) if architecture == "mlp" else (task_inputs, task_classes)
@@ -144,7 +144,7 @@ def _layer_macs(spec, task) -> tuple[list[int], list[int], str]:
         sizes = spec.layer_sizes
         return ([a * b for a, b in zip(sizes[:-1], sizes[1:])], list(sizes[1:-1]),
                 "MLP " + "-".join(map(str, sizes)))
-    from virtual_lab.lab.conv import conv_input_shape, conv_layers
+    from virtual_lab.lab.conv_geometry import conv_input_shape, conv_layers
 
     layers = conv_layers(spec.architecture, spec.channels, conv_input_shape(task.image_shape), spec.layer_sizes[-1])
     macs = [layer.n_units * layer.fan_in if layer.kind == "conv" else layer.n_in * layer.n_out for layer in layers]
@@ -196,7 +196,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
 
     from virtual_lab.lab.engine import train_cohort
     from virtual_lab.lab.tasks import load_digits_task
-    from virtual_lab.lab.train import batch_order, n_training_steps
+    from virtual_lab.lab.spec import n_training_steps
 
     if n_threads < 1:
         raise ValueError(f"n_threads must be >= 1, got {n_threads}")
@@ -227,34 +227,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
         engine_rate = n_networks * n_steps / train_s
 
         n_ref = min(n_reference_networks, n_networks)
-        train_x, train_y = torch.as_tensor(task.train_x), torch.as_tensor(task.train_y)
-        if architecture == "mlp":
-            from virtual_lab.lab.reference import ReferenceTrainer
-
-            def trainer_of(spec):
-                return ReferenceTrainer(spec)
-        else:
-            from virtual_lab.lab.conv import conv_input_shape, task_images
-            from virtual_lab.lab.conv_reference import ConvReferenceTrainer
-
-            input_shape = conv_input_shape(task.image_shape)
-            train_x = torch.as_tensor(task_images(task.train_x, task.image_shape))
-
-            def trainer_of(spec):
-                return ConvReferenceTrainer(spec, input_shape)
-        ref_time, ref_steps, ref_flops = 0.0, 0, 0.0
-        for spec, flops in zip(specs[:n_ref], per_network):
-            trainer = trainer_of(spec)
-            order = batch_order(spec.seed, len(task.train_y), batch_size, n_epochs)[:n_reference_steps + 1]
-            batches = [(train_x[i], train_y[i]) for i in order]
-            trainer.step(*batches[0])  # warm up
-            t0 = time.perf_counter()
-            for x, y in batches[1:]:
-                trainer.step(x, y)
-            ref_time += time.perf_counter() - t0
-            ref_steps += len(batches) - 1
-            ref_flops += flops * (len(batches) - 1)
-        reference_rate = ref_steps / ref_time
+        reference_rate, reference_flops = _reference_rates(specs[:n_ref], per_network, task, n_reference_steps)
     finally:
         torch.set_num_threads(previous_threads)
 
@@ -272,12 +245,48 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
         "engine": {"network_steps_per_s": engine_rate, "train_s": train_s, "record_s": timings["record"],
                    "total_s": timings["total"], "record_fraction": timings["record"] / timings["total"],
                    "flops_per_network_step": flops_per_step, "achieved_flops": engine_flops},
-        "reference": {"network_steps_per_s": reference_rate, "achieved_flops": ref_flops / ref_time},
+        "reference": {"network_steps_per_s": reference_rate, "achieved_flops": reference_flops},
         "speedup": engine_rate / reference_rate,
         "matmul_peak_flops": peak,
         "fraction_of_peak": engine_flops / peak,
     }
     return result
+
+
+def _reference_rates(specs: Sequence, flops_per_step: Sequence[float], task, n_steps: int) -> tuple[float, float]:
+    """Network-steps/s and FLOP/s of the one-at-a-time reference over ``specs`` (``n_steps`` timed steps each)."""
+    import torch
+
+    from virtual_lab.lab.spec import batch_order
+
+    train_x, train_y = torch.as_tensor(task.train_x), torch.as_tensor(task.train_y)
+    if specs[0].architecture == "mlp":
+        from virtual_lab.lab.reference import ReferenceTrainer
+
+        def trainer_of(spec):
+            return ReferenceTrainer(spec)
+    else:
+        from virtual_lab.lab.conv_geometry import conv_input_shape, task_images
+        from virtual_lab.lab.conv_reference import ConvReferenceTrainer
+
+        input_shape = conv_input_shape(task.image_shape)
+        train_x = torch.as_tensor(task_images(task.train_x, task.image_shape))
+
+        def trainer_of(spec):
+            return ConvReferenceTrainer(spec, input_shape)
+    ref_time, ref_steps, ref_flops = 0.0, 0, 0.0
+    for spec, flops in zip(specs, flops_per_step):
+        trainer = trainer_of(spec)
+        order = batch_order(spec.seed, len(task.train_y), spec.batch_size, spec.n_epochs)[:n_steps + 1]
+        batches = [(train_x[i], train_y[i]) for i in order]
+        trainer.step(*batches[0])  # warm up
+        t0 = time.perf_counter()
+        for x, y in batches[1:]:
+            trainer.step(x, y)
+        ref_time += time.perf_counter() - t0
+        ref_steps += len(batches) - 1
+        ref_flops += flops * (len(batches) - 1)
+    return ref_steps / ref_time, ref_flops / ref_time
 
 
 def format_benchmark(result: dict) -> str:
@@ -304,14 +313,3 @@ def write_benchmark(result: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run as a script: ``python -m virtual_lab.bench [virtual-lab bench options]``."""
-    from virtual_lab.cli import main as cli_main
-
-    return cli_main(["bench", *(argv if argv is not None else __import__("sys").argv[1:])])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

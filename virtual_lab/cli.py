@@ -7,15 +7,11 @@ non-zero exit status, never a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import Sequence
 
 from virtual_lab import __version__
-
-EXIT_USAGE = 2
-EXIT_FAILURE = 1
+from virtual_lab.commands import EXIT_FAILURE, EXIT_USAGE, configure_logging, run_parsed
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -62,12 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "session per run, observe the sessions through the protocol's rig settings, decode the "
                     "learning rule with grouped cross-validation and write a report.",
         epilog="example:\n  virtual-lab run protocols/quickstart.toml\n"
+               "  virtual-lab run quickstart          (a bundled protocol by name: virtual-lab protocols)\n"
                "  virtual-lab run protocols/quickstart.toml --output-dir /tmp/recordings\n"
                "  virtual-lab run protocols/quickstart.toml --executor dask --scheduler tcp://10.0.0.5:8786\n"
                "exit status: 0 when every run has a session and decoding ran, 1 when a run failed (see\n"
                "<recordings>/sweep_manifest.json), 2 for invalid input.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("protocol", type=Path, help="protocol TOML file")
+    run.add_argument("protocol", type=Path,
+                     help="protocol TOML file, or the name of a bundled protocol (list: virtual-lab protocols)")
     run.add_argument("--output-dir", type=Path, default=None,
                      help="override the protocol's output_dir (sessions go to OUTPUT_DIR/<protocol name>/)")
     run.add_argument("--threads", type=int, default=None,
@@ -112,20 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``virtual-lab`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
-    from virtual_lab.progress import quiet
-
-    try:
-        with quiet(not getattr(args, "quiet", False)):
-            return args.func(args)
-    except KeyboardInterrupt:
-        print("virtual-lab: interrupted", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as err:  # ProtocolError is a ValueError
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        print(f"virtual-lab: error: {message}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(err, ValueError) else EXIT_FAILURE
+    return run_parsed(args)

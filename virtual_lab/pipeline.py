@@ -39,7 +39,7 @@ class ExperimentResult:
     report_path : Path or None
     timings : dict of str to float
         Seconds per stage.
-    sweep : virtual_lab.lab.executor.SweepResult
+    sweep : virtual_lab.sweeps.run.SweepResult
         Per-run status (complete / diverged / failed), errors, the manifest's contents.
     n_failed : int
         Runs without a session (training or writing failed); see ``sweep.failed``.
@@ -163,7 +163,7 @@ def train_sweep(protocol: Protocol, *, executor: str = "local", scheduler: str |
     """Train and record every run of the protocol's sweep that has no complete session (resumable).
 
     Results stream to disk: workers write each population's sessions and return only their status, so
-    memory does not grow with the number of runs. See :mod:`virtual_lab.lab.executor` for how a sweep
+    memory does not grow with the number of runs. See :mod:`virtual_lab.sweeps` for how a sweep
     survives being killed, fixed populations (bit-identical sessions on resume and on every executor),
     the manifest and the free-space check.
 
@@ -179,9 +179,9 @@ def train_sweep(protocol: Protocol, *, executor: str = "local", scheduler: str |
 
     Returns
     -------
-    virtual_lab.lab.executor.SweepResult
+    virtual_lab.sweeps.run.SweepResult
     """
-    from virtual_lab.lab.executor import run_sweep
+    from virtual_lab.sweeps.run import run_sweep
 
     return run_sweep(protocol, executor=executor, scheduler=scheduler, n_workers=n_workers, progress=progress)
 
@@ -292,6 +292,15 @@ def decode_sessions(protocol: Protocol, ground_truths: Sequence[GroundTruth], *,
                                         test_fraction=dec.test_fraction, seed=dec.seed, n_jobs=n_jobs,
                                         permutation_decoder=fastest, n_permutations=dec.n_permutations)
     evaluations.extend(entries)
+    # what the recording adds over behaviour: the rows already run above are reused (same decoder, same splits)
+    from virtual_lab.analysis.behaviour import beyond_behaviour
+
+    done = {e["control"]: e["result"] for e in evaluations if e["rig"] == first.name and e["decoder"] == fastest}
+    extras["beyond_behaviour"] = beyond_behaviour(
+        tables[first.name], _ObservedSessions(ground_truths, first), fastest, rig=first.name,
+        observables_result=done.get(""), curves_result=done.get("performance only"),
+        matched_result=done.get("performance matched"), n_splits=dec.n_splits, test_fraction=dec.test_fraction,
+        seed=dec.seed, n_jobs=n_jobs).summary()
     evaluations[0]["extras"] = extras
     return evaluations, tables
 

@@ -15,9 +15,9 @@ scikit-learn is imported only when a decoder is made, so importing this module (
 
 from __future__ import annotations
 
-import difflib
-import numbers
 from typing import Any, Callable
+
+from virtual_lab.validation import check_choice, check_int, did_you_mean
 
 __all__ = ["DECODERS", "PAPER_PARAM_GRIDS", "SMALL_PARAM_GRIDS", "make_decoder", "resolve_param_grid"]
 
@@ -140,10 +140,8 @@ def resolve_param_grid(param_grid: Any, decoder: str | None) -> tuple[list[dict[
         return None, "none"
     if isinstance(param_grid, str):
         if param_grid not in GRID_NAMES:
-            close = difflib.get_close_matches(param_grid, list(GRID_NAMES), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"The 'param_grid' parameter must be one of {{{', '.join(map(repr, GRID_NAMES))}}}, "
-                             f"a dict or a list of dicts. Got {param_grid!r} instead.{hint}")
+            raise ValueError(f"param_grid={param_grid!r} is not available{did_you_mean(param_grid, GRID_NAMES)} "
+                             f"(available: {', '.join(GRID_NAMES)}, a dict or a list of dicts)")
         if decoder is None:
             raise ValueError(f"param_grid={param_grid!r} names a grid of a built-in decoder; pass an explicit "
                              f"grid (dict of parameter -> values) for a custom estimator")
@@ -184,11 +182,6 @@ def make_decoder(name: str, seed: int = 0) -> Any:
     >>> make_decoder("random_forest", seed=1)[-1].random_state
     1
     """
-    if not isinstance(name, str) or name not in DECODERS:
-        close = difflib.get_close_matches(str(name), list(DECODERS), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"The 'decoder' parameter must be one of {{{', '.join(map(repr, DECODERS))}}}. "
-                         f"Got {name!r} instead.{hint}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    return DECODERS[name](int(seed) % 2**32)
+    check_choice("decoder", name, DECODERS)
+    seed = check_int("seed", seed, low=0)
+    return DECODERS[name](seed % 2**32)

@@ -16,7 +16,8 @@ An *observable* is a statistic of one measured quantity of one layer at one chec
 stimulus over units and then averaged over stimuli; ``gradavg`` ``id`` is the function of ``g_b``
 averaged over stimuli. For a constant vector (zero spread) skew and kurtosis are undefined (0/0); they
 are defined here as 0 rather than NaN, so that e.g. a ReLU layer silent for one stimulus does not turn the
-whole observable into NaN. NaN and inf in the data propagate into the statistics.
+whole observable into NaN. NaN and inf in the data propagate into the statistics. The numerical kernels
+(one sort shared by the statistics and the functions) are in :mod:`virtual_lab.analysis.observable_stats`.
 
 That gives 2 x 3 x 7 + 3 = 45 observables per layer (:data:`ALL_OBSERVABLES`), of which the paper fed its
 classifiers the 24 "admissible" ones (:data:`ADMISSIBLE_OBSERVABLES`).
@@ -30,15 +31,15 @@ network observables. NeurIPS 33. arXiv:2010.11765.
 from __future__ import annotations
 
 import difflib
-import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from virtual_lab.types import DEPTH_POSITIONS
+from virtual_lab.analysis.observable_stats import _statistics, _transformed
 from virtual_lab.rig.recording import Recording
+from virtual_lab.types import DEPTH_POSITIONS
 
 logger = logging.getLogger(__name__)
 
@@ -144,62 +145,11 @@ def _as_observables(observables: Iterable[Observable | str]) -> tuple[Observable
 
 
 # -- statistics --------------------------------------------------------------------------------------
-# statistics that need a sort (skew and kurtosis: for the constant-vector test min == max)
-_ORDER_STATISTICS = frozenset({"median", "thirdquartile", "skew", "kurtosis"})
-
-
-@functools.lru_cache(maxsize=256)
-def _nearest_rank_75(n: int) -> int:
-    # the position np.percentile(..., 75, method="nearest") picks in a sorted vector of length n
-    return int(np.percentile(np.arange(n), 75, method="nearest"))
-
-
 def _check_statistics(statistics: Iterable[str]) -> frozenset[str]:
     wanted = frozenset(statistics)
     for name in sorted(wanted - set(STATISTICS)):
         _check_choice("statistic", name, STATISTICS)
     return wanted
-
-
-def _statistics(values: np.ndarray, wanted: frozenset[str], is_sorted: bool) -> dict[str, np.ndarray]:
-    """Core of :func:`compute_statistics`; ``values`` is float64 and, when ``is_sorted``, sorted along -1."""
-    n = values.shape[-1]
-    if n == 0:
-        raise ValueError("cannot compute statistics of an empty vector (0 units, synapses or stimuli)")
-    needs_order = bool(wanted & _ORDER_STATISTICS)
-    if needs_order and not is_sorted:
-        values = np.sort(values, axis=-1)
-    out: dict[str, np.ndarray] = {}
-    if needs_order:
-        any_nan = np.isnan(values[..., -1])  # NaN sorts last
-        constant = values[..., 0] == values[..., -1]
-    if "norm" in wanted:
-        out["norm"] = np.sqrt(np.einsum("...i,...i->...", values, values))
-    if wanted & {"mean", "var", "skew", "kurtosis"}:
-        mean = values.mean(axis=-1)
-        if "mean" in wanted:
-            out["mean"] = mean
-    if wanted & {"median", "skew"}:
-        median = np.where(any_nan, np.nan, 0.5 * (values[..., (n - 1) // 2] + values[..., n // 2]))
-        if "median" in wanted:
-            out["median"] = median
-    if "thirdquartile" in wanted:
-        out["thirdquartile"] = np.where(any_nan, np.nan, values[..., _nearest_rank_75(n)])
-    if wanted & {"var", "skew", "kurtosis"}:
-        centered = values - mean[..., None]
-        centered *= centered  # squared deviations, in place
-        var = centered.mean(axis=-1)
-        if needs_order:
-            var = np.where(constant, 0.0, var)  # exact 0 for constant vectors despite rounding in the mean
-        if "var" in wanted:
-            out["var"] = var
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if "skew" in wanted:
-                out["skew"] = np.where(constant, 0.0, 3.0 * (mean - median) / np.sqrt(var))
-            if "kurtosis" in wanted:
-                centered *= centered  # fourth powers
-                out["kurtosis"] = np.where(constant, 0.0, centered.mean(axis=-1) / (var * var))
-    return out
 
 
 def compute_statistics(values: np.ndarray, statistics: Sequence[str] = STATISTICS) -> dict[str, np.ndarray]:
@@ -235,41 +185,6 @@ def compute_statistics(values: np.ndarray, statistics: Sequence[str] = STATISTIC
     """
     wanted = _check_statistics(statistics)
     return _statistics(np.asarray(values, dtype=np.float64), wanted, is_sorted=False)
-
-
-def _transformed(x: np.ndarray, functions: Mapping[str, frozenset[str]]) -> dict[str, tuple[np.ndarray, bool]]:
-    """``function(x)`` for each function asked, as (float64 array, sorted along -1?).
-
-    ``functions`` maps each function to the statistics wanted of it. Sorts are shared: x**2 is sorted in
-    the order of |x|, and |x| in the order of x where x >= 0 (e.g. ReLU outputs), so at most two sorts
-    serve all three functions. ``x`` (float64, owned by the caller) is not modified.
-    """
-    out: dict[str, tuple[np.ndarray, bool]] = {}
-    sorted_raw = None
-    if "raw" in functions:
-        if functions["raw"] & _ORDER_STATISTICS:
-            sorted_raw = np.sort(x, axis=-1)
-            out["raw"] = (sorted_raw, True)
-        else:
-            out["raw"] = (x, False)
-    magnitude = [f for f in ("abs", "sq") if f in functions]
-    if any(functions[f] & _ORDER_STATISTICS for f in magnitude):
-        lowest = sorted_raw[..., 0] if sorted_raw is not None else x
-        nonnegative = bool(np.min(lowest) >= 0)  # False when NaN
-        if nonnegative and sorted_raw is not None:
-            sorted_abs = sorted_raw
-        else:
-            sorted_abs = np.sort(x if nonnegative else np.abs(x), axis=-1)
-        if "abs" in functions:
-            out["abs"] = (sorted_abs, True)
-        if "sq" in functions:
-            out["sq"] = (np.square(sorted_abs), True)
-    else:
-        if "abs" in functions:
-            out["abs"] = (np.abs(x), False)
-        if "sq" in functions:
-            out["sq"] = (np.square(x), False)
-    return out
 
 
 # -- per recording -----------------------------------------------------------------------------------
@@ -552,40 +467,25 @@ def build_feature_table(recordings: Iterable[Recording],
     observables = _as_observables(observables)
     # one pass over the recordings: each is reduced to its feature rows and then released, so an iterable
     # that reads sessions lazily keeps only one session in memory at a time
-    n_depth = len(DEPTH_POSITIONS)
     rows, rules, ids, layers, depths, metas = [], [], [], [], [], []
     diverged_ids = []
     by_count: dict[int, list[str]] = {}
-    n_seen = 0
     from virtual_lab.progress import progress_bar
 
     for recording in progress_bar(recordings, desc="observables", unit="sessions", enabled=progress):
-        if not isinstance(recording, Recording):
-            raise TypeError(f"recordings must be virtual_lab.rig.Recording objects, got "
-                            f"{type(recording).__name__} (wrap a GroundTruth with Recording.from_ground_truth)")
-        n_seen += 1
-        by_count.setdefault(int(recording.n_checkpoints), []).append(recording.run_id)
-        if len(by_count) > 1:
-            detail = "; ".join(f"{c} checkpoints: {', '.join(ids_[:3])}{' ...' if len(ids_) > 3 else ''}"
-                               for c, ids_ in sorted(by_count.items()))
-            raise ValueError(f"all recordings must have the same number of checkpoints, got {detail}. "
-                             f"Use virtual_lab.rig.keep_checkpoints to align them.")
-        if int(recording.n_checkpoints) < 1:
-            raise ValueError("recordings have no checkpoints")
+        _check_recording(recording, by_count)
         if bool(recording.metadata.get("diverged", False)):
             diverged_ids.append(recording.run_id)
             continue
-        values = compute_observables(recording, observables)
-        for layer, position in zip(recording.layer_names, recording.depth_positions):
-            onehot = np.zeros(n_depth)
-            onehot[DEPTH_POSITIONS.index(position)] = 1.0
-            rows.append(np.concatenate([values[layer].reshape(-1), onehot]))
+        for row, layer, position in zip(_layer_rows(recording, observables), recording.layer_names,
+                                        recording.depth_positions):
+            rows.append(row)
             rules.append(recording.rule)
             ids.append(recording.run_id)
             layers.append(layer)
             depths.append(position)
             metas.append(dict(recording.metadata))
-    if n_seen == 0:
+    if not by_count:
         raise ValueError("build_feature_table needs at least one recording")
     n_t = next(iter(by_count))
     if diverged_ids:
@@ -594,14 +494,7 @@ def build_feature_table(recordings: Iterable[Recording],
         raise ValueError("no examples left: every recording is marked diverged")
 
     X = np.vstack(rows)
-    finite = np.isfinite(X).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        logger.warning("dropped %d example(s) with non-finite features (network/layer: %s)", len(bad),
-                       ", ".join(f"{ids[i]}/{layers[i]}" for i in bad))
-        if not finite.any():
-            raise ValueError("no examples left: every example has a non-finite feature")
-    keep = np.flatnonzero(finite)
+    keep = _finite_rows(X, ids, layers)
     return FeatureTable(
         X=X[keep],
         rule=np.array(rules, dtype=str)[keep],
@@ -611,3 +504,43 @@ def build_feature_table(recordings: Iterable[Recording],
         metadata=tuple(metas[i] for i in keep),
         feature_names=feature_names_for(observables, n_t),
     )
+
+
+def _check_recording(recording: Recording, by_count: dict[int, list[str]]) -> None:
+    """Raise unless ``recording`` is a Recording with checkpoints, as many as every one before it; ``by_count``
+    (number of checkpoints -> run ids) collects the recordings seen."""
+    if not isinstance(recording, Recording):
+        raise TypeError(f"recordings must be virtual_lab.rig.Recording objects, got "
+                        f"{type(recording).__name__} (wrap a GroundTruth with Recording.from_ground_truth)")
+    by_count.setdefault(int(recording.n_checkpoints), []).append(recording.run_id)
+    if len(by_count) > 1:
+        detail = "; ".join(f"{c} checkpoints: {', '.join(ids_[:3])}{' ...' if len(ids_) > 3 else ''}"
+                           for c, ids_ in sorted(by_count.items()))
+        raise ValueError(f"all recordings must have the same number of checkpoints, got {detail}. "
+                         f"Use virtual_lab.rig.keep_checkpoints to align them.")
+    if int(recording.n_checkpoints) < 1:
+        raise ValueError("recordings have no checkpoints")
+
+
+def _layer_rows(recording: Recording, observables: tuple[Observable, ...]) -> list[np.ndarray]:
+    """One feature row per layer of ``recording``: its observables flattened timepoint-major, then the
+    one-hot depth position."""
+    values = compute_observables(recording, observables)
+    rows = []
+    for layer, position in zip(recording.layer_names, recording.depth_positions):
+        onehot = np.zeros(len(DEPTH_POSITIONS))
+        onehot[DEPTH_POSITIONS.index(position)] = 1.0
+        rows.append(np.concatenate([values[layer].reshape(-1), onehot]))
+    return rows
+
+
+def _finite_rows(X: np.ndarray, ids: Sequence[str], layers: Sequence[str]) -> np.ndarray:
+    """Positions of the rows of ``X`` without a non-finite feature; the others are logged as dropped."""
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        logger.warning("dropped %d example(s) with non-finite features (network/layer: %s)", len(bad),
+                       ", ".join(f"{ids[i]}/{layers[i]}" for i in bad))
+        if not finite.any():
+            raise ValueError("no examples left: every example has a non-finite feature")
+    return np.flatnonzero(finite)

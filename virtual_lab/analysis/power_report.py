@@ -2,13 +2,19 @@
 
 :func:`write_power_report` writes, into one folder::
 
-    power_table.csv       one row per grid point x rig seed (repeat) x split
-    power_summary.json    grid, accuracy and interval per point, answers, chance, skipped values, provenance
-    power_heatmap.png     accuracy over units x noise, one panel per session count, cells reaching the target outlined
-    power_units.png       accuracy vs units with intervals, one line per noise level, one panel per session count
-    power_sessions.png    accuracy vs sessions with intervals at the recommended number of units
-    power_confusion.png   network-level confusion at the recommended (or best) point
-    power_report.html     one page: the recommendation sentence, the figures, the answers table
+    power_table.csv       one row per (rules, grid point, rig seed (repeat), split) of the selection grids
+    power_summary.json    grid, accuracy and interval per point, every answer (confirmed, held out, pairs,
+                          M animals) with its sentence and assumptions, chance, skipped values, provenance
+    power_heatmap.png     selection accuracy over units x noise, one panel per session count, cells reaching
+                          the target outlined, the recommended cell boxed with its confirmed accuracy
+    power_units.png       selection accuracy vs units with intervals, and the confirmed accuracy
+    power_sessions.png    selection accuracy vs sessions at the recommended number of units, and the confirmed
+    power_confusion.png   the confirmation networks' confusion at the recommended (or best) point
+    power_animals.png     P(the verdict over M animals is right) against M, with intervals
+    power_pairs.png       per pair of rules: its protocol and confirmed accuracy (3 or more rules)
+    power_holdout.png     per held-out level: accuracy held out and simulated (with --holdout)
+    power_report.html     one page: the answers, the figures, the tables
+    power_report.md       the same answers and tables as Markdown
 """
 
 from __future__ import annotations
@@ -22,9 +28,8 @@ import numpy as np
 
 from virtual_lab.analysis.power import PowerResult, short_rule
 
-__all__ = ["write_power_report", "plot_heatmap", "plot_units", "plot_sessions", "plot_confusion_at", "heatmap_caption",
-           "figure_captions"]
-
+__all__ = ["write_power_report", "plot_heatmap", "plot_units", "plot_sessions", "plot_confusion_at", "plot_animals",
+           "plot_pairs", "plot_holdout", "heatmap_caption", "figure_captions", "power_markdown"]
 
 
 def _noise_axis(result) -> str:
@@ -35,6 +40,17 @@ def _noise_axis(result) -> str:
 def _noise_short(result) -> str:
     axis = _noise_axis(result)
     return "noise" if axis.startswith("noise SD") else axis
+
+
+def _n_selection(result) -> int:
+    return len(getattr(result, "selection_networks", ()) or ()) or int(getattr(result, "n_networks", 0))
+
+
+def _confirmed(result) -> dict[str, Any]:
+    """The confirmed accuracy at the operating point (empty for results without a confirmation part)."""
+    confirmation = getattr(result, "confirmation", None) or {}
+    return confirmation if confirmation.get("accuracy") is not None else {}
+
 
 def _plt():
     import matplotlib
@@ -75,9 +91,13 @@ def heatmap_caption(result: PowerResult) -> str:
     outline = (f"white outline: the cells at or above the {result.target:.0%} target" if reached
                else f"no cell reaches the {result.target:.0%} target (such cells would be outlined in white)")
     skip = "; 'skip': a grid value the recordings cannot support" if np.isnan(result.accuracy).any() else ""
-    return (f"Network accuracy at each grid point (colour and number), units per layer against "
+    box = (f"; black box: the recommended protocol, chosen on these networks and confirmed on "
+           f"{len(result.confirmation_networks)} others (its confirmed accuracy in the title)"
+           if _confirmed(result) else "")
+    return (f"Network accuracy at each grid point (colour and number), cross-validated on the "
+            f"{_n_selection(result)} selection networks the protocol is chosen from, units per layer against "
             f"{_noise_axis(result)}, one panel per number of sessions; {outline}; bold number: the lower bound of "
-            f"its {result.confidence:.0%} interval is at or above the target too{skip}.")
+            f"its {result.confidence:.0%} interval is at or above the target too{box}{skip}.")
 
 
 def plot_heatmap(result: PowerResult, path: Path) -> Path:
@@ -105,6 +125,13 @@ def plot_heatmap(result: PowerResult, path: Path) -> Path:
             dark = not np.isnan(value) and (value - low) / max(1 - low, 1e-9) < 0.5  # the darker half of viridis
             ax.text(n_i, u_i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black",
                     fontweight="bold" if bold else "normal")
+        confirmed = _confirmed(result)
+        if confirmed and confirmed["point"]["sessions"] == k:
+            from matplotlib.patches import Rectangle
+
+            u_i, n_i = result.units.index(confirmed["point"]["units"]), result.noise.index(confirmed["point"]["noise"])
+            ax.add_patch(Rectangle((n_i - 0.5, u_i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.5,
+                                   linestyle="--"))
         ax.set_xticks(range(len(result.noise)), [f"{v:g}" for v in result.noise])
         ax.set_yticks(range(len(result.units)), [str(u) for u in result.units])
         ax.set_xlabel(_noise_axis(result))
@@ -114,8 +141,11 @@ def plot_heatmap(result: PowerResult, path: Path) -> Path:
     fig.colorbar(image, ax=axes[0, :].tolist(), label="network accuracy", shrink=0.9)
     title = (f"white outline: accuracy >= target {result.target:.0%}" if _any_reached(result)
              else f"no cell reaches the target {result.target:.0%}")
-    fig.suptitle(f"network accuracy; {title}; bold: interval lower bound >= target", fontsize=9, y=1.0,
-                 va="bottom")
+    confirmed = _confirmed(result)
+    box = (f"\nblack box: recommended, confirmed on {confirmed['n']} other networks: {confirmed['accuracy']:.2f} "
+           f"[{confirmed['wilson'][0]:.2f}, {confirmed['wilson'][1]:.2f}]" if confirmed else "")
+    fig.suptitle(f"accuracy on the {_n_selection(result)} selection networks; {title}; bold: interval lower bound "
+                 f">= target{box}", fontsize=9, y=1.0, va="bottom")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -138,12 +168,20 @@ def plot_units(result: PowerResult, path: Path) -> Path:
         _chance_band(ax, result)
         ax.set_xscale("log")
         _lines_per_noise(ax, result, units, lambda n_i: (slice(None), n_i, s_i), log=True)
+        confirmed = _confirmed(result)
+        if confirmed and confirmed["point"]["sessions"] == k:
+            _confirmed_marker(ax, confirmed, confirmed["point"]["units"])
         _tested_ticks(ax, result.units)
         ax.set_xlabel("units per layer")
         ax.set_title(f"{k} sessions", fontsize=9)
         ax.set_ylim(0, 1.02)
     axes[0, 0].set_ylabel("network accuracy")
-    axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data, not on it
+    handles = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    axes[0, -1].legend(list(handles.values()), list(handles), fontsize=7, loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0))  # beside the data, not on it
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
@@ -174,6 +212,15 @@ def _lines_per_noise(ax, result: PowerResult, x: np.ndarray, index, *, log: bool
                     label=f"{_noise_short(result)} {sd:g}")
 
 
+def _confirmed_marker(ax, confirmed: dict[str, Any], x: float) -> None:
+    """The confirmed accuracy at the recommended point: a black star with its Wilson interval."""
+    low, high = confirmed["wilson"]
+    acc = confirmed["accuracy"]
+    ax.errorbar([x], [acc], yerr=[[max(acc - low, 0)], [max(high - acc, 0)]], marker="*", ms=11, color="black",
+                capsize=3, lw=1.5, zorder=5, label=f"confirmed ({confirmed['n']} other networks, noise "
+                                        f"{confirmed['point']['noise']:g})")
+
+
 def _tested_ticks(ax, values) -> None:
     """Ticks at the tested grid values only (no decades, no minor ticks)."""
     from matplotlib.ticker import NullLocator
@@ -191,6 +238,9 @@ def plot_sessions(result: PowerResult, path: Path) -> Path:
     _chance_band(ax, result)
     sessions = np.array(result.sessions, dtype=float)
     _lines_per_noise(ax, result, sessions, lambda n_i: (u_i, n_i, slice(None)))
+    confirmed = _confirmed(result)
+    if confirmed:
+        _confirmed_marker(ax, confirmed, confirmed["point"]["sessions"])
     _tested_ticks(ax, result.sessions)
     ax.set_xlabel("sessions (checkpoints observed, evenly spaced)")
     ax.set_ylabel("network accuracy")
@@ -203,11 +253,16 @@ def plot_sessions(result: PowerResult, path: Path) -> Path:
 
 
 def plot_confusion_at(result: PowerResult, path: Path) -> Path:
-    """Row-normalized network-level confusion at the recommended (or best) grid point."""
+    """Row-normalized network-level confusion at the recommended (or best) grid point: of the confirmation
+    networks (a decoder trained on the selection networks) when there are any, else of the selection grid."""
     plt = _plt()
     point = _operating_point(result)
-    counts = result.confusion[result.units.index(point["units"]), result.noise.index(point["noise"]),
-                              result.sessions.index(point["sessions"])].astype(float)
+    confirmed = _confirmed(result)
+    if confirmed:
+        counts = np.asarray(confirmed["confusion"], dtype=float)
+    else:
+        counts = result.confusion[result.units.index(point["units"]), result.noise.index(point["noise"]),
+                                  result.sessions.index(point["sessions"])].astype(float)
     totals = counts.sum(axis=1, keepdims=True)
     matrix = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     labels = [short_rule(c) for c in result.classes]
@@ -219,33 +274,135 @@ def plot_confusion_at(result: PowerResult, path: Path) -> Path:
     ax.set_ylabel("true rule")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.6 else "black")
-    ax.set_title(f"{point['units']} units, {_noise_short(result)} {point['noise']:g}, {point['sessions']} sessions",
-                 fontsize=9)
+    where = f"{confirmed['n']} confirmation networks" if confirmed else "selection networks"
+    ax.set_title(f"{point['units']} units, {_noise_short(result)} {point['noise']:g}, {point['sessions']} sessions\n"
+                 f"{where}", fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
 def figure_captions(result: PowerResult) -> dict[str, str]:
-    """What the units, sessions and confusion figures draw (``units``, ``sessions``, ``confusion``); the heatmap's
-    is :func:`heatmap_caption`."""
+    """What each figure but the heatmap draws (``units``, ``sessions``, ``confusion``, ``animals``, ``pairs``,
+    ``holdout``); the heatmap's is :func:`heatmap_caption`."""
     noise = _noise_short(result)
     point = _operating_point(result)
     where = "the recommended point" if result.recommendation["reached"] else "the best point (none reaches the target)"
-    bars = (f"points: network accuracy at each tested value; bars: its interval "
-            f"({result.provenance.get('interval', 'bootstrap over networks')}), the {noise} levels' points shifted "
-            "slightly sideways so that their bars stay apart; grey band: "
-            f"the {result.confidence:.0%} chance interval of {result.n_networks} networks; dashed line: the target "
-            f"{result.target:.0%}.")
-    return {
+    confirmed = _confirmed(result)
+    n_sel = _n_selection(result)
+    star = (f"; black star: the accuracy at the recommended protocol confirmed on {confirmed['n']} other networks "
+            f"(a decoder trained on the selection networks), with its {result.confidence:.0%} Wilson interval"
+            if confirmed else "")
+    bars = (f"points: network accuracy cross-validated on the {n_sel} selection networks at each tested value; bars: "
+            f"its interval ({result.provenance.get('interval', 'bootstrap over networks')}), the {noise} levels' "
+            "points shifted slightly sideways so that their bars stay apart; grey band: "
+            f"the {result.confidence:.0%} chance interval of {n_sel} networks; dashed line: the target "
+            f"{result.target:.0%}{star}.")
+    whose = (f"the {confirmed['n']} confirmation networks, decoded by a decoder trained on the selection networks "
+             f"(a network counted in proportion to the rig repeats naming each rule)" if confirmed
+             else "the selection networks, pooled over splits and rig seeds")
+    captions = {
         "units": f"Network accuracy against units recorded per layer, one panel per number of sessions, one line per "
                  f"{noise} level; " + bars,
         "sessions": f"Network accuracy against the number of sessions at {point['units']} units per layer ({where}), "
                     f"one line per {noise} level; " + bars,
         "confusion": f"Network-level confusion at {where}: {point['units']} units, {noise} {point['noise']:g}, "
-                     f"{point['sessions']} sessions. Rows: true rule; columns: predicted rule; a cell is the fraction "
-                     "of the row's networks, pooled over splits and rig seeds, predicted as the column's rule.",
+                     f"{point['sessions']} sessions, of {whose}. Rows: true rule; columns: predicted rule; a cell is "
+                     "the fraction of the row's networks predicted as the column's rule.",
+        "animals": "Probability that the verdict over M recorded animals sharing one rule names it (posterior "
+                   "argmax, uniform prior, the confirmation networks' smoothed confusion as likelihood, exact over "
+                   f"every count vector of predictions), against M; bars: {result.confidence:.0%} bootstrap "
+                   "interval over the confirmation networks"
+                   + ("; grey: the same with the held-out-condition confusion (pooled over left-out levels)"
+                      if (getattr(result, "holdout", None) or {}).get("animals", {}).get("table") else "") + ".",
+        "pairs": f"For each pair of rules, the accuracy of a decoder trained on the two rules only at the pair's "
+                 f"protocol (chosen on its selection networks; label: units, sessions, {noise}): open circle, "
+                 f"cross-validated on the selection networks; filled, confirmed on the confirmation networks with "
+                 f"its {result.confidence:.0%} Wilson interval; dashed line: the target.",
+        "holdout": "For each level of the held-out axis at the recommended protocol: filled, the accuracy on that "
+                   "level's confirmation networks when the level was left out of training (decoder trained on the "
+                   "selection networks of the other levels), with its Wilson interval; open, the same networks when "
+                   "their level was simulated (decoder trained on every selection network); dashed line: the target.",
     }
+    return captions
+
+
+def plot_animals(result: PowerResult, path: Path) -> Path:
+    """P(the M-animal verdict is right) against M, with its bootstrap interval (and the held-out one)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.4, 3.2))
+    series = [("in-distribution", result.animals.get("table") or [], "C0")]
+    held = ((result.holdout or {}).get("animals") or {}).get("table") or []
+    if held:
+        series.append((f"{result.holdout['axis']} held out", held, "0.5"))
+    for label, table, color in series:
+        m = np.array([row["animals"] for row in table], dtype=float)
+        p = np.array([row["p_correct"] for row in table])
+        low = np.array([row["ci"][0] for row in table])
+        high = np.array([row["ci"][1] for row in table])
+        # a percentile interval need not contain the point estimate (ties of a symmetric confusion): clip
+        ax.errorbar(m, p, yerr=[np.maximum(p - low, 0), np.maximum(high - p, 0)], marker="o", capsize=3,
+                    color=color, label=label)
+    ax.axhline(result.target, color="k", ls="--", lw=0.8, label=f"target {result.target:.0%}")
+    ax.set_xscale("log")
+    _tested_ticks(ax, [row["animals"] for row in series[0][1]])
+    ax.set_xlabel("animals recorded (sharing one rule)")
+    ax.set_ylabel("P(verdict right)")
+    ax.set_ylim(min(0.5, ax.get_ylim()[0]), 1.02)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_pairs(result: PowerResult, path: Path) -> Path:
+    """Per pair of rules: selected (open) and confirmed (filled, Wilson interval) accuracy at its protocol."""
+    plt = _plt()
+    pairs = list(result.pairs)
+    fig, ax = plt.subplots(figsize=(5.6, 0.42 * len(pairs) + 1.0))
+    noise = _noise_short(result)
+    for i, p in enumerate(pairs):
+        confirmed = p["confirmed"]
+        ax.plot(p["selected"]["accuracy"], i, marker="o", mfc="none", color="C0")
+        if confirmed["accuracy"] is not None:
+            low, high = confirmed["wilson"]
+            ax.errorbar(confirmed["accuracy"], i, xerr=[[confirmed["accuracy"] - low], [high - confirmed["accuracy"]]],
+                        marker="o", color="C0", capsize=3)
+        ax.text(1.02, i, f"{p['units']} u, {p['sessions']} s, {noise} {p['noise']:g} ({p['category']})",
+                va="center", fontsize=7, transform=ax.get_yaxis_transform())
+    ax.axvline(result.target, color="k", ls="--", lw=0.8)
+    ax.set_yticks(range(len(pairs)), [p["label"] for p in pairs])
+    ax.invert_yaxis()
+    ax.set_xlim(min(0.4, ax.get_xlim()[0]), 1.03)
+    ax.set_xlabel("pairwise network accuracy")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_holdout(result: PowerResult, path: Path) -> Path:
+    """Per held-out level: accuracy held out (filled, Wilson interval) and simulated (open)."""
+    plt = _plt()
+    rows = result.holdout["levels"]
+    fig, ax = plt.subplots(figsize=(max(3.6, 0.6 * len(rows) + 1.6), 3.2))
+    x = np.arange(len(rows))
+    for i, row in enumerate(rows):
+        if row["accuracy"] is not None:
+            low, high = row["wilson"]
+            ax.errorbar(i, row["accuracy"], yerr=[[row["accuracy"] - low], [high - row["accuracy"]]], marker="o",
+                        color="C3", capsize=3, label="held out" if i == 0 else None)
+        inside = row["in_distribution"]["accuracy"]
+        if inside is not None:
+            ax.plot(i, inside, marker="o", mfc="none", color="C0", label="simulated" if i == 0 else None)
+    ax.axhline(result.target, color="k", ls="--", lw=0.8)
+    ax.set_xticks(x, [row["level"] for row in rows], rotation=30 if len(rows) > 5 else 0)
+    ax.set_xlabel(f"{result.holdout['axis']} (level left out)")
+    ax.set_ylabel("network accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def _fmt_interval(interval) -> str:
@@ -253,8 +410,113 @@ def _fmt_interval(interval) -> str:
     return f"[{'-' if low is None else low}, {'> max tested' if high is None else high}]"
 
 
+def _answer_tables(result: PowerResult) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(title, header, rows) of every answer table: recommended per noise, held out, pairs, M animals."""
+    def iv(values) -> str:
+        low, high = values
+        return "-" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
+
+    tables = []
+    confirmed = _confirmed(result)
+    rec = result.recommendation
+    if confirmed:
+        selected = rec["selected"]
+        tables.append(("Recommended protocol: chosen and confirmed", ["", "networks", "accuracy", "interval"], [
+            ["chosen on (cross-validated)", str(selected["n"]), f"{selected['accuracy']:.2f}", iv(selected["ci"])],
+            ["confirmed on (Wilson)", str(confirmed["n"]), f"{confirmed['accuracy']:.2f}", iv(confirmed["wilson"])],
+            ["confirmed on (bootstrap)", str(confirmed["n"]), f"{confirmed['accuracy']:.2f}",
+             iv(confirmed["bootstrap"])]]))
+    holdout = result.holdout
+    if holdout is not None:
+        rows = [[row["level"], row["position"], str(row["n_train_networks"]), str(row["n_test_networks"]),
+                 "-" if row["accuracy"] is None else f"{row['accuracy']:.2f}", iv(row["wilson"]),
+                 "-" if row["in_distribution"]["accuracy"] is None else f"{row['in_distribution']['accuracy']:.2f}"]
+                for row in holdout["levels"]]
+        pooled = holdout["pooled"]
+        rows.append(["pooled", "", "", str(pooled["n"]),
+                     "-" if pooled["accuracy"] is None else f"{pooled['accuracy']:.2f}", iv(pooled["wilson"]),
+                     f"{holdout['in_distribution']['accuracy']:.2f}" if holdout["in_distribution"]["accuracy"]
+                     is not None else "-"])
+        tables.append((f"Held-out condition: {holdout['axis']}", ["level", "position", "training networks",
+                                                                  "test networks", "held out", "interval",
+                                                                  "simulated"], rows))
+    if result.pairs:
+        tables.append(("Pairs of rules (decoder trained on the two rules only)",
+                       ["pair", "units", "sessions", _noise_short(result), "selected", "confirmed", "interval", "n",
+                        "category"],
+                       [[p["label"], str(p["units"]), str(p["sessions"]), f"{p['noise']:g}",
+                         f"{p['selected']['accuracy']:.2f}",
+                         "-" if p["confirmed"]["accuracy"] is None else f"{p['confirmed']['accuracy']:.2f}",
+                         iv(p["confirmed"]["wilson"]), str(p["confirmed"]["n"]), p["category"]] for p in result.pairs]))
+    table = (result.animals or {}).get("table") or []
+    if table:
+        held = ((holdout or {}).get("animals") or {}).get("table") or []
+        header = ["animals", "P(verdict right)", "interval"] + (["held out", "interval"] if held else [])
+        rows = []
+        for i, row in enumerate(table):
+            cells = [str(row["animals"]), f"{row['p_correct']:.3f}", iv(row["ci"])]
+            if held:
+                cells += [f"{held[i]['p_correct']:.3f}", iv(held[i]["ci"])]
+            rows.append(cells)
+        tables.append(("M animals sharing one rule: how often the verdict is right", header, rows))
+    thresholds = [[f"{e['noise']:g}", str(e["sessions"]),
+                   str(e["units_point"]) if e["units_point"] is not None else "not reached",
+                   str(e["units_conservative"]) if e["units_conservative"] is not None else "not reached",
+                   _fmt_interval(e["units_interval"])] for e in result.thresholds]
+    tables.append((f"Smallest number of units reaching {result.target:.0%} (selection networks)",
+                   [_noise_short(result), "sessions", "point estimate", "conservative (lower bound)",
+                    f"{result.confidence:.0%} interval (bootstrap)"], thresholds))
+    return tables
+
+
+def _answer_sentences(result: PowerResult) -> list[tuple[str, str]]:
+    answers = result.answers or {}
+    out = [("Recommendation", answers.get("recommendation") or result.sentence)]
+    for key, title in (("holdout", "Held-out condition"), ("pairs", "Pairs of rules"), ("animals", "M animals")):
+        if answers.get(key):
+            out.append((title, answers[key]))
+    return out
+
+
+def _figures(result: PowerResult) -> list[tuple[str, str, str]]:
+    """(file, alt text, caption) of every figure of the report."""
+    captions = figure_captions(result)
+    figures = [("power_heatmap.png", "heatmap", heatmap_caption(result)),
+               ("power_units.png", "accuracy vs units", captions["units"]),
+               ("power_sessions.png", "accuracy vs sessions", captions["sessions"]),
+               ("power_confusion.png", "confusion", captions["confusion"])]
+    if (result.animals or {}).get("table"):
+        figures.append(("power_animals.png", "verdict vs animals", captions["animals"]))
+    if result.pairs:
+        figures.append(("power_pairs.png", "pairs of rules", captions["pairs"]))
+    if result.holdout is not None:
+        figures.append(("power_holdout.png", "held-out levels", captions["holdout"]))
+    return figures
+
+
+def power_markdown(result: PowerResult) -> str:
+    """The report as Markdown: one sentence per question, the assumptions, the tables and the figures."""
+    prov = result.provenance
+    lines = [f"# Power analysis: {', '.join(short_rule(c) for c in result.classes)}", ""]
+    for title, sentence in _answer_sentences(result):
+        lines += [f"**{title}.** {sentence}", ""]
+    lines += ["**Assumptions.**", ""] + [f"- {a}" for a in (result.answers or {}).get("assumptions", [])] + [""]
+    lines += [f"{result.n_networks} networks ({_n_selection(result)} selection, {len(result.confirmation_networks)} "
+              f"confirmation); rig **{prov['rig']['name']}** ({prov['rig']['description']}); decoder "
+              f"{prov['decoder']}, {prov['n_splits']} grouped splits x {len(prov['rig_seeds'])} rig seeds per grid "
+              f"point; chance {result.chance['chance']:.2f}, significance threshold {result.chance['threshold']:.2f} "
+              f"over the {_n_selection(result)} selection networks. Seed {prov['seed']}.", ""]
+    for title, header, rows in _answer_tables(result):
+        lines += [f"## {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        lines.append("")
+    for name, alt, caption in _figures(result):
+        lines += [f"![{alt}]({name})", "", f"*{caption}*", ""]
+    return "\n".join(lines)
+
+
 def write_power_report(result: PowerResult, folder: str | Path) -> dict[str, Path]:
-    """Write the table, summary, figures and the one-page HTML report of a power analysis.
+    """Write the table, summary, figures and the one-page HTML and Markdown reports of a power analysis.
 
     Parameters
     ----------
@@ -265,7 +527,9 @@ def write_power_report(result: PowerResult, folder: str | Path) -> dict[str, Pat
     Returns
     -------
     dict of str to Path
-        ``table``, ``summary``, ``heatmap``, ``units``, ``sessions``, ``confusion``, ``html``.
+        ``table``, ``summary``, ``heatmap``, ``units``, ``sessions``, ``confusion``, ``animals`` (when there is
+        an M-animals table), ``pairs`` (3 or more rules), ``holdout`` (with a held-out axis), ``html``,
+        ``markdown``.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -277,15 +541,15 @@ def write_power_report(result: PowerResult, folder: str | Path) -> dict[str, Pat
     paths["units"] = plot_units(result, folder / "power_units.png")
     paths["sessions"] = plot_sessions(result, folder / "power_sessions.png")
     paths["confusion"] = plot_confusion_at(result, folder / "power_confusion.png")
+    if (result.animals or {}).get("table"):
+        paths["animals"] = plot_animals(result, folder / "power_animals.png")
+    if result.pairs:
+        paths["pairs"] = plot_pairs(result, folder / "power_pairs.png")
+    if result.holdout is not None:
+        paths["holdout"] = plot_holdout(result, folder / "power_holdout.png")
 
     esc = html.escape
     rec = result.recommendation
-    rows = []
-    for entry in result.thresholds:
-        rows.append(f"<tr><td>{entry['noise']:g}</td><td>{entry['sessions']}</td>"
-                    f"<td>{entry['units_point'] if entry['units_point'] is not None else 'not reached'}</td>"
-                    f"<td>{entry['units_conservative'] if entry['units_conservative'] is not None else 'not reached'}"
-                    f"</td><td>{esc(_fmt_interval(entry['units_interval']))}</td></tr>")
     pairs = rec["confused_pairs"]
     pair_text = ("; ".join(f"{p['pair'][0]} vs {p['pair'][1]}: {p['confusion_rate']:.0%} mistaken for each other"
                            + (" (confused)" if p["confused"] else "") for p in pairs) or "no pair is confused")
@@ -293,49 +557,47 @@ def write_power_report(result: PowerResult, folder: str | Path) -> dict[str, Pat
                       for e in result.skipped)
     violations = result.monotonicity_violations()
     prov = result.provenance
-    captions = figure_captions(result)
+    sentences = _answer_sentences(result)
+    answers = "".join(f"<p class=\"{'rec' if i == 0 else 'answer'}\"><b>{esc(title)}.</b> {esc(text)}</p>"
+                      for i, (title, text) in enumerate(sentences))
+    assumptions = "".join(f"<li>{esc(a)}</li>" for a in (result.answers or {}).get("assumptions", []))
+    tables = "".join(
+        f"<h2>{esc(title)}</h2><table><tr>{''.join(f'<th>{esc(h)}</th>' for h in header)}</tr>"
+        + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows) + "</table>"
+        for title, header, rows in _answer_tables(result))
+    figures = "".join(f'<figure><img src="{name}" alt="{esc(alt)}"><figcaption>{esc(caption)}</figcaption></figure>\n'
+                      for name, alt, caption in _figures(result))
+    n_sel = _n_selection(result)
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>virtual_lab power analysis</title>
 <style>body{{font-family:sans-serif;max-width:980px;margin:1em auto;font-size:14px}}
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px}}
 .rec{{font-size:17px;background:#eef5ff;padding:10px;border-left:4px solid #36c}}img{{max-width:100%}}
+.answer{{background:#f6f6f6;padding:8px;border-left:4px solid #999}}
 figure{{margin:1em 0}}figcaption{{font-size:13px;color:#333}}</style>
 </head><body>
 <h1>Power analysis: {esc(", ".join(short_rule(c) for c in result.classes))}</h1>
-<p class="rec">{esc(result.sentence)}</p>
-<p>{result.n_networks} networks; rig <b>{esc(str(prov['rig']['name']))}</b> ({esc(str(prov['rig']['description']))});
-decoder {esc(str(prov['decoder']))}, {prov['n_splits']} grouped splits x {len(prov['rig_seeds'])} rig seeds per
-grid point. Accuracy is network level; intervals are {esc(prov['interval'])}. Chance {result.chance['chance']:.2f},
-{result.confidence:.0%} chance interval [{result.chance['low']:.2f}, {result.chance['high']:.2f}], significance
-threshold {result.chance['threshold']:.2f} (binomial over {result.n_networks} networks).
-Confused rule pairs at the operating point: {esc(pair_text)}.</p>
-<p>With only {result.n_networks} networks the intervals are wide: an observed accuracy of 0.90 over
-{result.n_networks} independent networks has a 95% Wilson interval of
-[{_wilson_text(0.9, result.n_networks)}]. "Certified with M animals" is the number of independent test animals
-at which the 95% Wilson lower bound at the observed accuracy reaches the target.</p>
-<figure><img src="power_heatmap.png" alt="heatmap"><figcaption>{esc(heatmap_caption(result))}</figcaption></figure>
-<figure><img src="power_units.png" alt="accuracy vs units"><figcaption>{esc(captions["units"])}</figcaption></figure>
-<div style="display:flex;gap:1em">
-<figure style="max-width:55%"><img src="power_sessions.png" alt="accuracy vs sessions">
-<figcaption>{esc(captions["sessions"])}</figcaption></figure>
-<figure style="max-width:42%"><img src="power_confusion.png" alt="confusion">
-<figcaption>{esc(captions["confusion"])}</figcaption></figure></div>
-<h2>Smallest number of units reaching {result.target:.0%}</h2>
-<table><tr><th>{html.escape(_noise_short(result))}</th><th>sessions</th><th>point estimate</th><th>conservative (lower bound)</th>
-<th>{result.confidence:.0%} interval (bootstrap)</th></tr>{''.join(rows)}</table>
+{answers}
+<p><b>Assumptions.</b></p><ul>{assumptions}</ul>
+<p>{result.n_networks} networks, split once into {n_sel} selection and {len(result.confirmation_networks)}
+confirmation networks ({esc(str(prov.get('selection', '')))}); rig <b>{esc(str(prov['rig']['name']))}</b>
+({esc(str(prov['rig']['description']))}); decoder {esc(str(prov['decoder']))}, {prov['n_splits']} grouped splits x
+{len(prov['rig_seeds'])} rig seeds per grid point on the selection networks. Grid accuracies are network level,
+their intervals {esc(prov['interval'])}; they are the estimates the protocol is chosen from, and optimistic at the
+chosen point, which is why every answer is measured on the confirmation networks. Chance
+{result.chance['chance']:.2f}, {result.confidence:.0%} chance interval [{result.chance['low']:.2f},
+{result.chance['high']:.2f}], significance threshold {result.chance['threshold']:.2f} (binomial over {n_sel}
+networks). Rule pairs confused at the operating point (confirmation networks): {esc(pair_text)}.</p>
+{figures}{tables}
 {f'<h2>Skipped grid values</h2><ul>{skipped}</ul>' if skipped else ''}
 <p>Monotonicity: {len(violations)} grid neighbour(s) where more units, less noise or more sessions
 significantly hurt accuracy.</p>
-<p>Files: power_table.csv (one row per grid point x rig seed x split), power_summary.json. Seed {prov['seed']}.</p>
+<p>Files: power_table.csv (one row per rules x grid point x rig seed x split), power_summary.json,
+power_report.md. Seed {prov['seed']}.</p>
 </body></html>
 """
     paths["html"] = folder / "power_report.html"
     paths["html"].write_text(page)
+    paths["markdown"] = folder / "power_report.md"
+    paths["markdown"].write_text(power_markdown(result) + "\n")
     return paths
-
-
-def _wilson_text(accuracy: float, n: int) -> str:
-    from virtual_lab.analysis.power import wilson_interval
-
-    low, high = wilson_interval(accuracy, n)
-    return f"{low:.2f}, {high:.2f}"

@@ -9,13 +9,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from virtual_lab.lab.rules import PAPER_RULES, display_name
 from virtual_lab.types import GroundTruth
-
-SHORT = {"sgdm": "SGDM", "adam": "Adam", "feedback_alignment": "FA", "information_alignment": "IA"}
 
 
 def _short(rule: str) -> str:
-    return SHORT.get(rule, rule)
+    """The rule's label in figures and sentences of the report (its registered display name, ``FA``)."""
+    return display_name(rule)
 
 
 def _plt():
@@ -55,7 +55,7 @@ def _save(fig, path: Path) -> Path:
 
 def _rule_order(rules) -> list[str]:
     """Rules in the report's order (SGDM, Adam, FA, IA, then others alphabetically)."""
-    return sorted(set(rules), key=lambda r: (list(SHORT).index(r) if r in SHORT else len(SHORT), r))
+    return sorted(set(rules), key=lambda r: (PAPER_RULES.index(r) if r in PAPER_RULES else len(PAPER_RULES), r))
 
 
 #: Quantiles of the learning-curve bands (the interquartile range), and the line (the median).
@@ -194,7 +194,7 @@ def learning_rates(protocol: Any, ground_truths: Sequence[GroundTruth]) -> dict[
     """The learning rates of the sessions, per rule, and the multipliers of the protocol they correspond to.
 
     Sessions store the absolute ``learning_rate`` only; a run's multiplier is that rate divided by the rule's
-    base rate in ``protocol`` (:func:`virtual_lab.lab.sweep.base_learning_rate`, as the sweep computed it),
+    base rate in ``protocol`` (:meth:`virtual_lab.protocol.Protocol.base_learning_rate`, as the sweep computed it),
     and is reported only when every session's ratio is one of the protocol's ``learning_rate_scales``.
 
     Parameters
@@ -209,7 +209,6 @@ def learning_rates(protocol: Any, ground_truths: Sequence[GroundTruth]) -> dict[
         found, or None when some session's rate is not a protocol multiplier of its rule's base rate) and
         ``base`` (rule -> base rate, for the rules the protocol knows).
     """
-    from virtual_lab.lab.sweep import base_learning_rate
 
     per_rule: dict[str, set[float]] = {}
     for gt in ground_truths:
@@ -218,7 +217,7 @@ def learning_rates(protocol: Any, ground_truths: Sequence[GroundTruth]) -> dict[
     base, scales = {}, set()
     for rule, rates in per_rule.items():
         try:
-            base[rule] = base_learning_rate(protocol, rule)
+            base[rule] = protocol.base_learning_rate(rule)
         except ValueError:  # a rule this version does not know: no base rate to divide by
             scales = None
             continue
@@ -234,8 +233,12 @@ def learning_rates(protocol: Any, ground_truths: Sequence[GroundTruth]) -> dict[
 
 def _learning_rate_text(rates: dict[str, Any]) -> str:
     """``learning-rate multipliers 0.5x, 1x, 2x of each rule's base rate (SGDM 0.01/0.02/0.04; ...)``."""
-    per_rule = "; ".join(f"{_short(rule)} {'/'.join(f'{lr:g}' for lr in values)}"
-                         for rule, values in rates["per_rule"].items())
+    def listed(values: list[float]) -> str:  # many rates (drawn from a prior): their range
+        if len(values) > 6:
+            return f"{min(values):.3g}-{max(values):.3g} ({len(values)} rates)"
+        return '/'.join(f'{lr:g}' for lr in values)
+
+    per_rule = "; ".join(f"{_short(rule)} {listed(values)}" for rule, values in rates["per_rule"].items())
     scales = rates["scales"]
     if scales is None:
         plural = any(len(v) > 1 for v in rates["per_rule"].values())
@@ -412,6 +415,8 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
     Path
         The Markdown report.
     """
+    from virtual_lab.analysis.behaviour import behaviour_markdown
+
     protocol = result.protocol
     folder = Path(result.output_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
@@ -444,6 +449,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
                         for e in result.evaluations],
         "timings_s": result.timings,
         "controls": _extras(result.evaluations),
+        "beyond_behaviour": _extras(result.evaluations).get("beyond_behaviour"),
         "caveats": caveats,
     }
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
@@ -511,6 +517,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         + (f"; the {n_diverged_runs} diverged runs left out" if n_diverged_runs else "") + "). Band: the "
         f"{_band_text()} of those networks, so it stays within the recorded values.", "",
         *_controls_markdown(result.evaluations),
+        *behaviour_markdown([_extras(result.evaluations).get("beyond_behaviour")]),
         "Files: `summary.json` (all numbers), `predictions.csv` (one row per split x test network).", "",
     ]
     md_path = folder / "report.md"

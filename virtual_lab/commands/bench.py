@@ -1,9 +1,22 @@
-"""``virtual-lab bench``: time the population engine against one-at-a-time training and write JSON."""
+"""``virtual-lab bench``: time the population engine against one-at-a-time training and write JSON.
+
+Also runs as a script: ``python -m virtual_lab.commands.bench [options]`` (the options of ``virtual-lab bench``).
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Sequence
+
+from virtual_lab.commands import configure_logging, run_parsed
+
+DESCRIPTION = ("Measure network-steps/s of the batched population engine against a one-network-at-a-time "
+               "nn.Module + torch.optim reference on the same networks, the engine's FLOP/s against the "
+               "measured float32 matmul peak, and the cost of checkpoint recording; write JSON.")
+EPILOG = ("example:\n  virtual-lab bench --threads 2 --output bench.json\n"
+          "  python -m virtual_lab.commands.bench --architectures mlp --networks 16 --epochs 2")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -43,14 +56,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="benchmark the population training engine",
-        description="Measure network-steps/s of the batched population engine against a one-network-at-a-time "
-                    "nn.Module + torch.optim reference on the same networks, the engine's FLOP/s against the "
-                    "measured float32 matmul peak, and the cost of checkpoint recording; write JSON.",
-        epilog="example:\n  virtual-lab bench --threads 2 --output bench.json\n"
-               "  python -m virtual_lab.bench --architectures mlp --networks 16 --epochs 2",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+    """Add the ``bench`` subcommand."""
+    parser = subparsers.add_parser("bench", help="benchmark the population training engine", description=DESCRIPTION,
+                                   epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(parser)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--architectures", default="mlp,cnn",
                         help="what to measure: mlp, cnn or both (default mlp,cnn)")
     parser.add_argument("--networks", type=int, default=64, help="MLP networks in the population (default 64)")
@@ -69,3 +81,29 @@ def add_parser(subparsers) -> None:
                         help="side of the square matmul that measures the peak (default 1024)")
     parser.add_argument("--output", type=Path, default=Path("bench.json"), help="JSON output (default bench.json)")
     parser.set_defaults(func=_run)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run as a script: ``python -m virtual_lab.commands.bench [virtual-lab bench options]``.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Default: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        The exit status, as ``virtual-lab bench`` returns it.
+    """
+    parser = argparse.ArgumentParser(prog="python -m virtual_lab.commands.bench", description=DESCRIPTION,
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    _add_arguments(parser)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    configure_logging(args.verbose)
+    return run_parsed(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

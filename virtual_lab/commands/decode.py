@@ -8,7 +8,14 @@ Writes into ``--output-dir`` (default ``<first RECORDINGS folder>/decode``):
 - ``summary.json``: every analysis's summary (accuracy mean +/- s.e.m., balanced accuracy, confusion,
   d', Wilson interval, importances, permutation p-value, clustering scores) and the resolved seeds;
 - figures: ``accuracy.png`` (every analysis), ``confusion.png`` (main analyses), ``importance.png``,
-  and with the controls ``permutation.png`` and ``embedding.png``.
+  and with the controls ``permutation.png`` and ``embedding.png``;
+- with ``--holdout AXIS``: ``holdout_<AXIS>.csv`` (one row per decoder x feature set x held-out level:
+  test networks, in-distribution accuracy, held-out accuracy with Wilson and bootstrap intervals,
+  interpolation or extrapolation, the learning curves' held-out accuracy), ``holdout.json`` and
+  ``holdout_<AXIS>.png`` (:mod:`virtual_lab.analysis.holdout`);
+- unless ``--no-behaviour``: what the recording adds over behaviour (learning curves alone, observables
+  alone, both, and both within performance-matched networks; :mod:`virtual_lab.analysis.behaviour`),
+  printed and in ``summary.json`` under ``beyond_behaviour``.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 CLUSTER_CONTROL = "clustering"
-TABLE_COLUMNS = ("analysis", "rig", "decoder", "control", "target", "split", "network_id", "rule",
-                 "predicted_rule", "correct", "n_layers", "architecture", "task", "learning_rate", "family")
+TABLE_COLUMNS = ("analysis", "rig", "decoder", "features", "control", "target", "split", "network_id", "rule",
+                 "predicted_rule", "correct", "n_layers", "architecture", "task", "learning_rate",
+                 "learning_rate_scale", "family")
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -61,7 +69,25 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                         help="metadata filter of the training side (e.g. architecture=mlp, learning_rate=0.01,0.02, "
                              "rig=full, task!=digits); repeat to AND them")
     parser.add_argument("--test-filter", action="append", default=None, metavar="KEY=VALUE",
-                        help="metadata filter of the test side")
+                        help="metadata filter of the test side (learning_rate_scale, the multiplier of the rule's "
+                             "base rate, width and depth work too)")
+    parser.add_argument("--holdout", action="append", default=None, metavar="AXIS",
+                        help="hold out each level of a metadata axis in turn, training on the others: "
+                             "learning_rate_scale, learning_rate, width, depth, batch_size, task, architecture, "
+                             "paradigm, or rig (with several --rig: train on one preset's observations, test on "
+                             "another's); repeat for several. Writes holdout_AXIS.csv/.png and holdout.json")
+    parser.add_argument("--holdout-bins", type=int, default=None, metavar="K",
+                        help="hold out K equal-width bins (log space for learning rates), both extremes "
+                             "included, instead of single values; default: values, or 8 bins for an axis "
+                             "with more than 12 distinct values (sampled from a prior)")
+    parser.add_argument("--features", action="append", default=None, metavar="SET",
+                        help="what the decoder sees: 'paper' (the observables, default), 'ratio' (each divided "
+                             "by its initial value), 'layer_share' (each divided by its mean over the network's "
+                             "layers), or 'paper+ratio' / 'paper+layer_share' (both side by side); repeat to "
+                             "compare")
+    parser.add_argument("--no-behaviour", action="store_true",
+                        help="skip what the recording adds over behaviour (decoding the learning curves alone, "
+                             "with the observables, and within performance-matched networks)")
     parser.add_argument("--grid", default="none", choices=("none", "small", "paper"),
                         help="nested hyperparameter selection inside every training split (default: none)")
     parser.add_argument("--n-splits", type=int, default=10, help="cross-validation splits (default 10)")
@@ -124,32 +150,56 @@ def _measured_controls(controls: list[str], named: set[str], rig: str, observabl
 
 
 def _rows(analysis: str, rig: str, decoder: str, control: str, target: str, result: Any,
-          meta_by_network: dict[str, dict]) -> list[dict]:
+          meta_by_network: dict[str, dict], features: str = "paper") -> list[dict]:
+    from virtual_lab.analysis.tables import derived_value
+
     rows = []
     for row in result.predictions:
         meta = meta_by_network.get(row["network_id"], {})
-        rows.append({"analysis": analysis, "rig": rig, "decoder": decoder, "control": control, "target": target,
+        rows.append({"analysis": analysis, "rig": rig, "decoder": decoder, "features": features, "control": control,
+                     "target": target,
                      "split": row["split"], "network_id": row["network_id"], "rule": row["rule"],
                      "predicted_rule": row["predicted_rule"], "correct": int(row["correct"]),
                      "n_layers": row["n_layers"], "architecture": meta.get("architecture", ""),
                      "task": meta.get("task", ""), "learning_rate": meta.get("learning_rate", ""),
+                     "learning_rate_scale": derived_value(meta, "learning_rate_scale") if meta else "",
                      "family": meta.get("family", "")})
     return rows
 
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``virtual-lab decode``."""
-    from virtual_lab.analysis import controls as C
     from virtual_lab.analysis.clustering import cluster_runs, plot_embedding
+    from virtual_lab.analysis.controls import run_control
     from virtual_lab.analysis.decoders import make_decoder
-    from virtual_lab.analysis.evaluation import PermutationResult, evaluate
+    from virtual_lab.analysis.evaluation import evaluate
+    from virtual_lab.analysis.generalization import generalize
+    from virtual_lab.analysis.permutation import PermutationResult
+    from virtual_lab.analysis.session_tables import _complete_files, align_tables, rig_observables, tables_from_sessions
+    from virtual_lab.analysis.behaviour import behaviour_markdown, beyond_behaviour
+    from virtual_lab.analysis.controls import performance_table
+    from virtual_lab.analysis.feature_variants import feature_set, feature_set_names
+    from virtual_lab.analysis.observables import _check_choice
+    from virtual_lab.analysis.tables import concat_tables
 
     started = time.perf_counter()
     decoders = list(dict.fromkeys(args.decoder or ["random_forest"]))
     for name in decoders:
         make_decoder(name)  # did-you-mean on typos, before any work
+    feature_sets = list(dict.fromkeys(args.features or ["paper"]))
+    for name in feature_sets:
+        _check_choice("features", name, feature_set_names())
+    holdouts = list(dict.fromkeys(args.holdout or []))
+    filtered = args.train_filter is not None or args.test_filter is not None
+    if holdouts and filtered:
+        raise ValueError("--holdout and --train-filter/--test-filter both choose the test side; use one of them")
+    if args.holdout_bins is not None and (not holdouts or args.holdout_bins < 2):
+        raise ValueError("--holdout-bins needs --holdout and at least 2 bins")
     controls = _controls(args.control)
     rigs = list(dict.fromkeys(args.rig or ["full"]))
+    if "rig" in holdouts and len(rigs) < 2:
+        raise ValueError("--holdout rig trains on one rig preset's observations and tests on another's: give at "
+                         "least two --rig")
     for flag, value in (("--n-splits", args.n_splits), ("--n-permutations", args.n_permutations)):
         if value < 1:
             raise ValueError(f"{flag} must be >= 1, got {value}")
@@ -160,60 +210,83 @@ def run(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
 
     observables, named = _observables(args.observables)
-    paths = [str(p) for p in C._complete_files([str(p) for p in args.recordings])]  # damaged files: warned once
-    chosen = C.rig_observables(paths[0], rigs, observables, explicit=named, seed=args.rig_seed)
+    paths = [str(p) for p in _complete_files([str(p) for p in args.recordings])]  # damaged files: warned once
+    chosen = rig_observables(paths[0], rigs, observables, explicit=named, seed=args.rig_seed)
     for _, note in chosen.values():
         if note:
             print(note)  # e.g. "rig 2p-gcamp6s measures activity only: using its 8 activity observables ..."
     controls = _measured_controls(controls, set(args.control) - {"all"}, rigs[0], chosen[rigs[0]][0])
-    tables, curves = C.tables_from_sessions(paths, rigs, {rig: kept for rig, (kept, _) in chosen.items()},
-                                            seed=args.rig_seed, n_jobs=n_jobs)
+    tables, curves = tables_from_sessions(paths, rigs, {rig: kept for rig, (kept, _) in chosen.items()},
+                                          seed=args.rig_seed, n_jobs=n_jobs)
     t_features = time.perf_counter() - started
     meta_by_network = {str(nid): dict(meta) for t in tables.values() for nid, meta in zip(t.network_id, t.metadata)}
     kwargs = dict(n_splits=args.n_splits, test_fraction=args.test_fraction, seed=args.seed, n_jobs=n_jobs,
                   param_grid=args.grid)
+    views = {name: {rig: feature_set(table, name) for rig, table in tables.items()} for name in feature_sets}
     analyses: list[dict] = []
     rows: list[dict] = []
     extras: dict[str, Any] = {}
+    main_results: dict[tuple[str, str, str], Any] = {}
 
-    def record(analysis: str, rig: str, decoder: str, control: str, target: str, result: Any) -> None:
-        analyses.append({"analysis": analysis, "rig": rig, "decoder": decoder, "control": control,
-                         "target": target, "result": result, "summary": result.summary()})
+    def record(analysis: str, rig: str, decoder: str, control: str, target: str, result: Any,
+               features: str = feature_sets[0]) -> None:
+        analyses.append({"analysis": analysis, "rig": rig, "decoder": decoder, "features": features,
+                         "control": control, "target": target, "result": result, "summary": result.summary()})
         if not isinstance(result, PermutationResult):
-            rows.extend(_rows(analysis, rig, decoder, control, target, result, meta_by_network))
+            rows.extend(_rows(analysis, rig, decoder, control, target, result, meta_by_network, features))
 
-    filtered = args.train_filter is not None or args.test_filter is not None
-    for rig, table in tables.items():
+    for rig in tables:
         if filtered and len(rigs) > 1:
             break  # train/test across rigs below
-        for decoder in decoders:
-            if filtered:
-                result = C.generalize(table, args.train_filter, args.test_filter, decoder, **kwargs)
-                record("generalization", rig, decoder, "", "rule", result)
-            else:
-                record("main", rig, decoder, "", "rule", evaluate(table, decoder, **kwargs))
+        for features in feature_sets:
+            for decoder in decoders:
+                table = views[features][rig]
+                if filtered:
+                    result = generalize(table, args.train_filter, args.test_filter, decoder, **kwargs)
+                    record("generalization", rig, decoder, "", "rule", result, features)
+                else:
+                    main_results[(rig, features, decoder)] = evaluate(table, decoder, **kwargs)
+                    record("main", rig, decoder, "", "rule", main_results[(rig, features, decoder)], features)
+        if filtered and not args.no_behaviour:  # the same test on the learning curves alone
+            for decoder in decoders:
+                try:
+                    result = generalize(performance_table(curves[rig]), args.train_filter, args.test_filter, decoder,
+                                        **kwargs)
+                except ValueError as error:
+                    print(f"learning curves alone under the same filters: skipped ({error})")
+                    break
+                record("generalization", rig, decoder, "learning curves alone", "rule", result, "curves")
     if filtered and len(rigs) > 1:
-        aligned, note = C.align_tables(tables)
-        combined = C.concat_tables(list(aligned.values()))
-        for decoder in decoders:
-            result = C.generalize(combined, args.train_filter, args.test_filter, decoder, **kwargs)
-            if note:
-                import dataclasses
+        for features in feature_sets:
+            aligned, note = align_tables(views[features])
+            combined = concat_tables(list(aligned.values()))
+            for decoder in decoders:
+                result = generalize(combined, args.train_filter, args.test_filter, decoder, **kwargs)
+                if note:
+                    import dataclasses
 
-                result = dataclasses.replace(result, notes=result.notes + (note,))
-            record("generalization", "+".join(rigs), decoder, "", "rule", result)
+                    result = dataclasses.replace(result, notes=result.notes + (note,))
+                record("generalization", "+".join(rigs), decoder, "", "rule", result, features)
+    holdout_summaries = _holdouts(args, holdouts, rigs, feature_sets, views, curves, decoders, main_results, kwargs,
+                                  record, output)
 
-    first_rig, first_table = next(iter(tables.items()))
+    first_rig = next(iter(tables))
+    first_table = views[feature_sets[0]][first_rig]
+    if not filtered and not args.no_behaviour:
+        extras["beyond_behaviour"] = [
+            beyond_behaviour(first_table, curves[first_rig], decoder, rig=first_rig,
+                             observables_result=main_results[(first_rig, feature_sets[0], decoder)], **kwargs).summary()
+            for decoder in decoders]
     decoder = decoders[0]
     for name in controls:
         if name == CLUSTER_CONTROL:
-            for rig, table in tables.items():
-                clustering = cluster_runs(table, method=args.cluster_method, seed=args.seed)
+            for rig in tables:
+                clustering = cluster_runs(views[feature_sets[0]][rig], method=args.cluster_method, seed=args.seed)
                 extras.setdefault("clustering", {})[rig] = clustering.summary()
                 plot_embedding(clustering, output / f"embedding_{rig}.png")
             continue
-        for label, result in C.run_control(name, first_table, decoder, recordings=curves[first_rig],
-                                           n_permutations=args.n_permutations, **kwargs):
+        for label, result in run_control(name, first_table, decoder, recordings=curves[first_rig],
+                                         n_permutations=args.n_permutations, **kwargs):
             target = "family" if name == "family" else "rule"
             record("control", first_rig, decoder, label, target, result)
     elapsed = time.perf_counter() - started
@@ -224,17 +297,22 @@ def run(args: argparse.Namespace) -> int:
         writer.writerows(rows)
     summary = {
         "recordings": [str(p) for p in args.recordings], "rigs": rigs, "decoders": decoders, "controls": controls,
-        "train_filter": args.train_filter, "test_filter": args.test_filter, "grid": args.grid,
+        "train_filter": args.train_filter, "test_filter": args.test_filter, "holdout": holdouts,
+        "holdout_bins": args.holdout_bins, "features": feature_sets, "grid": args.grid,
         "n_splits": args.n_splits, "test_fraction": args.test_fraction, "seed": args.seed,
         "rig_seed": args.rig_seed, "n_networks": {rig: int(len(set(t.network_id.tolist()))) for rig, t in tables.items()},
         "analyses": [{k: v for k, v in a.items() if k != "result"} for a in analyses], **extras,
+        **({"holdout_results": holdout_summaries} if holdouts else {}),
         "timings_s": {"features": t_features, "total": elapsed},
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     _figures(analyses, output)
     for a in analyses:
+        if a["analysis"] == "holdout":
+            continue  # in the generalization table printed above
         s = a["summary"]
-        label = f"{a['analysis']:<14} {a['rig']:<14} {a['decoder']:<14} {a['control'] or '-':<22}"
+        control = a["control"] or ("-" if a["features"] == "paper" else f"features {a['features']}")
+        label = f"{a['analysis']:<14} {a['rig']:<14} {a['decoder']:<14} {control:<22}"
         if isinstance(a["result"], PermutationResult):
             print(f"{label} observed {s['observed']:.3f}  null {s['null_mean']:.3f}  p = {s['p_value']:.4f}")
         else:
@@ -246,15 +324,84 @@ def run(args: argparse.Namespace) -> int:
         text = ", ".join(f"{k} ARI {v['ari']:.2f} NMI {v['nmi']:.2f}" for k, v in scores["scores"].items()
                          if v["ari"] is not None)
         print(f"clustering     {rig:<14} {text}")
+    if extras.get("beyond_behaviour"):
+        print("\nwhat the recording adds over behaviour (same decoder, same network-grouped splits):")
+        print("\n".join(behaviour_markdown(extras["beyond_behaviour"])[4:]))
     print(f"wrote {output / 'decode.csv'} ({len(rows)} rows), summary.json and figures in {elapsed:.0f} s "
           f"(features {t_features:.0f} s)")
     return 0
 
 
+def _holdouts(args: argparse.Namespace, axes: list[str], rigs: list[str], feature_sets: list[str],
+              views: dict[str, dict[str, Any]], curves: dict[str, list], decoders: list[str],
+              main_results: dict[tuple[str, str, str], Any], kwargs: dict[str, Any], record: Any,
+              output: Path) -> list[dict]:
+    """``--holdout``: every axis x rig x feature set x decoder; prints the generalization table of each axis
+    and writes ``holdout_<axis>.csv`` / ``.png`` and ``holdout.json``. Returns the summaries."""
+    import re
+
+    from virtual_lab.analysis.controls import performance_table
+    from virtual_lab.analysis.holdout import holdout_levels, holdout_markdown, holdout_table, plot_holdout
+    from virtual_lab.analysis.session_tables import align_tables
+    from virtual_lab.analysis.tables import concat_tables
+
+    summaries: list[dict] = []
+    for axis in axes:
+        if axis == "rig":  # one network seen by every preset: stack the rigs' tables, hold out one preset
+            targets = [("+".join(rigs), {f: concat_tables(list(align_tables(views[f])[0].values()))
+                                         for f in feature_sets}, None)]
+        else:
+            targets = [(rig, {f: views[f][rig] for f in feature_sets}, curves[rig]) for rig in rigs]
+        name = re.sub(r"[^\w.-]", "_", axis)
+        try:  # an axis the sessions do not vary in: an error alone, a printed line among several axes
+            levels = holdout_levels(next(iter(targets[0][1].values())), axis, args.holdout_bins)
+            if len(levels.labels) < 2:
+                raise ValueError(f"held-out {axis}: the sessions have a single {axis} ({levels.labels[0]}); "
+                                 f"holding one out needs at least two")
+        except ValueError as error:
+            if len(axes) == 1:
+                raise
+            print(f"held-out {axis} skipped: {error}")
+            summaries.append({"axis": axis, "skipped": str(error)})
+            continue
+        csv_rows: list[dict] = []
+        for rig, by_features, rig_curves in targets:
+            results = []
+            perf = None
+            if rig_curves is not None and not args.no_behaviour:
+                try:
+                    perf = performance_table(rig_curves)
+                except ValueError as error:
+                    print(f"held-out {axis}, learning curves alone: skipped ({error})")
+            for index, (features, table) in enumerate(by_features.items()):
+                for decoder in decoders:
+                    result = holdout_table(table, axis, decoder, args.holdout_bins, features=features,
+                                           curves=perf if index == 0 else None,
+                                           in_distribution=main_results.get((rig, features, decoder)), **kwargs)
+                    results.append(result)
+                    for level in result.levels:
+                        if level.held_out is not None:
+                            record("holdout", rig, decoder, f"held-out {axis}: {level.label}", "rule",
+                                   level.held_out, features)
+                    csv_rows.extend({"rig": rig, **row} for row in result.rows())
+                    summaries.append({"rig": rig, **result.summary()})
+            print(f"\nheld-out {axis} (rig {rig}; {results[0].scale}):")
+            print("\n".join(holdout_markdown(results)))
+            suffix = "_" + re.sub(r"[^\w.-]", "_", rig) if len(targets) > 1 else ""
+            plot_holdout(results, output / f"holdout_{name}{suffix}.png")
+        with open(output / f"holdout_{name}.csv", "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
+            writer.writeheader()
+            writer.writerows(csv_rows)
+    if axes:
+        (output / "holdout.json").write_text(json.dumps(summaries, indent=2, default=str))
+    return summaries
+
+
 def _figures(analyses: list[dict], output: Path) -> None:
     import numpy as np
 
-    from virtual_lab.analysis.evaluation import PermutationResult
+    from virtual_lab.analysis.permutation import PermutationResult
     from virtual_lab.analysis.report import _plt, plot_confusion
 
     plt = _plt()

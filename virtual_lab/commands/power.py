@@ -1,4 +1,5 @@
-"""``virtual-lab power``: how many neurons, at what noise, over how many sessions, in how many animals."""
+"""``virtual-lab power``: how many neurons, at what noise, over how many sessions -- chosen on some networks,
+confirmed on others -- and how often the verdict over M animals is right."""
 
 from __future__ import annotations
 
@@ -43,14 +44,17 @@ def _run(args: argparse.Namespace) -> int:
         args.recordings, units=args.units, noise=args.noise, sessions=args.sessions, rules=rules,
         target=args.target, n_splits=args.splits, rig=args.rig, rig_seeds=args.rig_seeds, decoder=args.decoder,
         seed=args.seed, cap_units=args.cap_units, layers=args.layers, observables=args.observables,
-        n_jobs=args.jobs, progress=not args.quiet, noise_param=args.noise_param)
+        n_jobs=args.jobs, progress=not args.quiet, noise_param=args.noise_param,
+        confirm_fraction=args.confirm_fraction, holdout=args.holdout, holdout_bins=args.holdout_bins,
+        pairs=not args.no_pairs, animals=args.animals)
     out = args.out if args.out is not None else Path(args.recordings) / f"power-{result.provenance['rig']['name']}"
     paths = write_power_report(result, out)
     elapsed = time.perf_counter() - started
     for entry in result.skipped:
         print(f"skipped {entry['parameter']}={entry['value']}: {entry['reason']}")
-    print(result.sentence)
-    print(f"{len(result.rows)} rows -> {paths['table']}; report: {paths['html']} ({elapsed:.0f} s)")
+    print(result.answer_text())
+    print(f"\n{len(result.rows)} rows -> {paths['table']}; report: {paths['html']} and {paths['markdown'].name} "
+          f"({elapsed:.0f} s)")
     logging.getLogger(__name__).info("power analysis took %.1f s", elapsed)
     return 0
 
@@ -60,12 +64,17 @@ def add_parser(subparsers) -> None:
         "power", help="how many neurons, at what noise, over how many sessions, to identify the rule",
         description="Simulate the experiment over a grid of recording protocols: observe every session through "
                     "the rig at each (units per layer, noise, sessions) point with several rig seeds, decode the "
-                    "learning rule with grouped cross-validation, and report accuracy with network-level "
-                    "bootstrap intervals, the smallest number of units that reaches the target, and how many "
-                    "animals certify it. Grid values the recordings cannot support are skipped with a message.",
+                    "learning rule with grouped cross-validation on a selection part of the networks, choose the "
+                    "smallest protocol reaching the target there, and confirm it on the other networks (which "
+                    "took no part in the choice). Prints the confirmed accuracy with its interval, the accuracy "
+                    "on a held-out condition (--holdout), the smallest protocol for each pair of rules, and the "
+                    "probability that the verdict over M recorded animals is right. Grid values the recordings "
+                    "cannot support are skipped with a message.",
         epilog="example:\n"
                "  virtual-lab power recordings/quickstart --rig paper --units 5,10,30,60,120 --cap-units \\\n"
                "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --target 0.9 --out /tmp/power\n"
+               "  virtual-lab power recordings/quickstart --rig paper --units 5,10,30,60,120 --cap-units \\\n"
+               "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --holdout learning_rate_scale\n"
                "  virtual-lab power recordings/quickstart --units 10,100 --layers fc1,fc2 --noise 0,1 "
                "--sessions 5,21 --pair fa,ia\n"
                "  virtual-lab power recordings/quickstart --rig 2p-gcamp6s --layers fc1,fc2 --units 10,30,100 \\\n"
@@ -95,6 +104,18 @@ def add_parser(subparsers) -> None:
                         help="layers smaller than a units value record all their units (default: skip the value)")
     parser.add_argument("--layers", type=_names, default=None, help="layers recorded (default: all)")
     parser.add_argument("--observables", default="admissible", choices=["admissible", "all"])
+    parser.add_argument("--confirm-fraction", type=float, default=0.5, metavar="F",
+                        help="fraction of each rule's networks kept out of the choice to confirm it (default: 0.5)")
+    parser.add_argument("--holdout", default=None, metavar="AXIS",
+                        help="also answer for a condition not simulated: leave each level of AXIS out of training "
+                             "in turn (learning_rate_scale, learning_rate, width, depth, task, architecture, or "
+                             "any metadata key)")
+    parser.add_argument("--holdout-bins", type=int, default=None, metavar="N",
+                        help="bins of a continuous --holdout axis (default: its values, or 8 bins above 12)")
+    parser.add_argument("--no-pairs", action="store_true",
+                        help="skip the pairwise table (one binary grid per pair of rules)")
+    parser.add_argument("--animals", type=_ints, default=[1, 2, 3, 5, 10], metavar="M,...",
+                        help="numbers of recorded animals of the verdict table (default: 1,2,3,5,10)")
     parser.add_argument("--jobs", type=int, default=-1, help="worker processes (default: all cores)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default: RECORDINGS/power-<rig>)")

@@ -18,26 +18,13 @@ def _parse_value(text: str):
 
 
 def _session_files(paths: list[Path]) -> list[Path]:
-    from virtual_lab.sessions import GROUND_TRUTH_SESSION_ID
+    """Complete ground-truth sessions under ``paths``; each damaged or foreign file named on stderr and skipped."""
+    from virtual_lab.sessions import find_sessions
 
-    suffix = f"_ses-{GROUND_TRUTH_SESSION_ID}.nwb"
-    files = []
-    for path in paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob(f"*{suffix}") if not p.name.startswith("."))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ValueError(f"SESSIONS: {str(path)!r} is neither a session file nor a folder")
-    from virtual_lab.sessions import partition_session_files
-
-    files, skipped = partition_session_files(files)
-    for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    if not files:
-        raise ValueError(f"SESSIONS: no complete ground-truth session (*{suffix}) found in "
-                         f"{', '.join(map(str, paths))}")
-    return files
+    found = find_sessions(paths, kind="groundtruth")
+    for skipped in found.skipped:
+        print(f"skipped {skipped.path}: {skipped.kind}: {skipped.reason}", file=sys.stderr)
+    return list(found.complete)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ EXIT_INCOMPLETE = 1
 
 
 def _run(args: argparse.Namespace) -> int:
-    from virtual_lab.lab.executor import sweep_status
+    from virtual_lab.sweeps.status import sweep_status
 
     status = sweep_status(args.recordings)
     print(status.summary_text())

@@ -35,7 +35,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from virtual_lab.lab.rules import CONTRASTIVE_RULES
+from virtual_lab.lab.rules import CONTRASTIVE_RULES, get_rule, undefined_reason  # noqa: F401 (public here too)
 from virtual_lab.seeding import derive_seed
 
 #: Default NT-Xent temperature (SimCLR's CIFAR-10 setting).
@@ -51,12 +51,11 @@ _GREY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 
 
 def check_contrastive_rule(rule: str) -> None:
-    """Raise ``ValueError`` unless ``rule`` (a rule's canonical name) is defined for the contrastive objective."""
-    if rule not in CONTRASTIVE_RULES:
-        raise ValueError(f"learning rule {rule!r} is not defined for the contrastive paradigm: its update needs "
-                         f"class targets (hebbian's delta-rule readout) or a per-example reward "
-                         f"(node_perturbation), and NT-Xent gives neither; contrastive rules: "
-                         f"{', '.join(CONTRASTIVE_RULES)}")
+    """Raise ``ValueError`` unless ``rule`` (a name or alias) is defined for the contrastive objective (its
+    :attr:`~virtual_lab.lab.rules.Rule.paradigms`)."""
+    rule_ = get_rule(rule)
+    if "contrastive" not in rule_.paradigms:
+        raise ValueError(undefined_reason(rule_.name, rule_.architectures[0], "contrastive"))
 
 
 @dataclass(frozen=True)

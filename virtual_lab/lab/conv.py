@@ -62,201 +62,29 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, check_contrastive_rule, class_sums,
-                                         evaluation_views, make_views, nt_xent_loss)
-from virtual_lab.types import GroundTruth, depth_positions
-from virtual_lab.lab.rules import CONV_RULES, PARADIGMS, get_rule
+from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, class_sums, evaluation_views,
+                                         make_views, nt_xent_loss)
+from virtual_lab.lab.conv_geometry import (CONV_ARCHITECTURES, ConvLayer, conv_input_shape, conv_layers,
+                                          resolve_channels, task_images)
+from virtual_lab.lab.conv_network import (_activity_change, _backward, _conv, _conv_input_grad, _conv_weight_grad,
+                                          _forward, _population_images, _shared_images, _Tape, _to_features)
+from virtual_lab.lab.population import (_check_cohort, _check_paradigm, _contrastive_metadata, _example_losses,
+                                        _mark_diverged, _mask, _objective, _PopulationState, _Recorder,
+                                        _training_steps, _uniform, check_dtype, export_final_state)
+from virtual_lab.lab.rules import CONV_RULES, get_rule, undefined_reason  # noqa: F401 (CONV_RULES: public)
+from virtual_lab.lab.spec import RunSpec, checkpoint_schedule, rule_metadata, run_metadata
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import (RunSpec, _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
-                                   _training_steps, check_dtype, checkpoint_schedule, export_final_state,
-                                   run_metadata, sign_symmetry_scale)
 from virtual_lab.seeding import derive_seed
+from virtual_lab.types import GroundTruth
 
-
-CONV_ARCHITECTURES = ("cnn", "resnet")
-
-#: Channels used when a spec leaves ``channels`` empty.
-DEFAULT_CHANNELS = {"cnn": (16, 32, 32), "resnet": (16, 32)}
-
-KERNEL_SIZE = 3
 
 #: Images per chunk are chosen so that one layer's activations hold at most this many floats.
 _CHUNK_FLOATS = 2 ** 22
-
-
-@dataclass(frozen=True)
-class ConvLayer:
-    """One weight layer of a convolutional network.
-
-    Attributes
-    ----------
-    name : str
-        Stable layer name, e.g. ``"conv2"`` or ``"block2_shortcut"``.
-    kind : {"conv", "fc"}
-    n_in, n_out : int
-        Input and output channels (``fc``: features).
-    kernel_size, stride, padding : int
-        Square kernel size, stride and zero padding (``fc``: 1, 1, 0).
-    in_shape, out_shape : tuple of int
-        ``(C, H, W)`` of one example's input and output (``fc``: ``(features,)``).
-    nonlinearity : {"relu", "linear"}
-        Applied to the recorded output.
-    """
-
-    name: str
-    kind: str
-    n_in: int
-    n_out: int
-    kernel_size: int
-    stride: int
-    padding: int
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    nonlinearity: str
-
-    @property
-    def weight_shape(self) -> tuple[int, ...]:
-        """``(C_out, C_in, k, k)``, or ``(out, in)`` for ``fc``."""
-        if self.kind == "fc":
-            return (self.n_out, self.n_in)
-        return (self.n_out, self.n_in, self.kernel_size, self.kernel_size)
-
-    @property
-    def fan_in(self) -> int:
-        return self.n_in * self.kernel_size * self.kernel_size
-
-    @property
-    def n_units(self) -> int:
-        return int(np.prod(self.out_shape))
-
-
-def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
-def _resolve_channels(architecture: str, channels: Sequence[int]) -> tuple[int, ...]:
-    if architecture not in CONV_ARCHITECTURES:
-        raise ValueError(f"architecture must be one of {', '.join(CONV_ARCHITECTURES)}; got {architecture!r}")
-    channels = tuple(int(c) for c in channels) or DEFAULT_CHANNELS[architecture]
-    if any(c < 1 for c in channels):
-        raise ValueError(f"channels must be positive integers; got {channels}")
-    return channels
-
-
-def conv_layer_names(architecture: str, channels: Sequence[int] = ()) -> tuple[str, ...]:
-    """Recorded layer names of a convolutional architecture, in forward order.
-
-    Parameters
-    ----------
-    architecture : {"cnn", "resnet"}
-    channels : sequence of int, default=()
-        ``"cnn"``: one per conv layer; ``"resnet"``: one per stage. Empty means :data:`DEFAULT_CHANNELS`.
-
-    Returns
-    -------
-    tuple of str
-
-    Examples
-    --------
-    >>> conv_layer_names("cnn", (16, 32, 32))
-    ('conv1', 'conv2', 'conv3', 'fc')
-    >>> conv_layer_names("resnet", (16, 32))
-    ('conv1', 'block1_conv1', 'block1_conv2', 'block2_conv1', 'block2_conv2', 'block2_shortcut', 'fc')
-    """
-    channels = _resolve_channels(architecture, channels)
-    if architecture == "cnn":
-        return tuple(f"conv{i + 1}" for i in range(len(channels))) + ("fc",)
-    names = ["conv1"]
-    for s in range(len(channels)):
-        names += [f"block{s + 1}_conv1", f"block{s + 1}_conv2"] + ([f"block{s + 1}_shortcut"] if s else [])
-    return tuple(names) + ("fc",)
-
-
-def conv_input_shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
-    """``(C, H, W)`` of a task's images: ``(H, W)`` is greyscale, ``(H, W, C)`` channels-last (CIFAR-10).
-
-    Examples
-    --------
-    >>> conv_input_shape((8, 8)), conv_input_shape((32, 32, 3))
-    ((1, 8, 8), (3, 32, 32))
-    """
-    shape = tuple(int(s) for s in image_shape)
-    if len(shape) == 2:
-        return (1, shape[0], shape[1])
-    if len(shape) == 3:
-        return (shape[2], shape[0], shape[1])
-    raise ValueError(f"a convolutional network needs image inputs of shape (H, W) or (H, W, C); the task's "
-                     f"image shape is {shape}")
-
-
-def task_images(x: np.ndarray, image_shape: Sequence[int], dtype: type = np.float32) -> np.ndarray:
-    """Flattened task inputs ``(n, prod(image_shape))`` as images ``(n, C, H, W)`` of ``dtype`` (default float32)."""
-    c, h, w = conv_input_shape(image_shape)
-    images = np.asarray(x, dtype=dtype).reshape(len(x), *tuple(image_shape))
-    if len(image_shape) == 3:
-        images = images.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(images.reshape(len(x), c, h, w))
-
-
-def conv_layers(architecture: str, channels: Sequence[int], input_shape: Sequence[int],
-                n_outputs: int) -> tuple[ConvLayer, ...]:
-    """Every weight layer of a convolutional network, in forward (= recorded) order.
-
-    Parameters
-    ----------
-    architecture : {"cnn", "resnet"}
-    channels : sequence of int
-        Empty means :data:`DEFAULT_CHANNELS`.
-    input_shape : tuple of int
-        ``(C, H, W)`` of one input image (see :func:`conv_input_shape`).
-    n_outputs : int
-
-    Returns
-    -------
-    tuple of ConvLayer
-    """
-    channels = _resolve_channels(architecture, channels)
-    c, h, w = (int(s) for s in input_shape)
-    k = KERNEL_SIZE
-    layers = []
-
-    def conv(name: str, c_out: int, stride: int, kernel: int = k, nonlinearity: str = "relu",
-             shape: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
-        c_in, h_in, w_in = shape if shape is not None else (c, h, w)
-        pad = kernel // 2
-        out = (c_out, _out_size(h_in, kernel, stride, pad), _out_size(w_in, kernel, stride, pad))
-        layers.append(ConvLayer(name, "conv", c_in, c_out, kernel, stride, pad, (c_in, h_in, w_in), out,
-                                nonlinearity))
-        return out
-
-    if architecture == "cnn":
-        for i, c_out in enumerate(channels):
-            c, h, w = conv(f"conv{i + 1}", c_out, 1 if i == 0 else 2)
-        n_features = c * h * w
-    else:
-        c, h, w = conv("conv1", channels[0], 1)
-        for s, c_out in enumerate(channels):
-            stride = 1 if s == 0 else 2
-            block_in = (c, h, w)
-            c, h, w = conv(f"block{s + 1}_conv1", c_out, stride)
-            c, h, w = conv(f"block{s + 1}_conv2", c_out, 1)
-            if s:
-                conv(f"block{s + 1}_shortcut", c_out, stride, kernel=1, nonlinearity="linear", shape=block_in)
-        n_features = c
-    layers.append(ConvLayer("fc", "fc", n_features, int(n_outputs), 1, 1, 0, (n_features,), (int(n_outputs),),
-                            "linear"))
-    return tuple(layers)
-
-
-def _uniform(shape: tuple[int, ...], bound: float, generator: torch.Generator) -> torch.Tensor:
-    return (torch.rand(shape, generator=generator, dtype=torch.float32) * 2 - 1) * bound
 
 
 def init_conv_parameters(layers: Sequence[ConvLayer], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
@@ -290,192 +118,6 @@ def init_conv_parameters(layers: Sequence[ConvLayer], seed: int) -> tuple[list[t
     return weights, biases, feedback
 
 
-# ------------------------------------------------------------------------------------ batched primitives
-# Conv activations of a population: [B, N*C, H, W]; conv parameters [N, C_out, C_in, k, k]; fc inputs [N, B, F].
-
-
-def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: ConvLayer) -> torch.Tensor:
-    n = weight.shape[0]
-    return F.conv2d(x, weight.reshape(n * layer.n_out, *weight.shape[2:]),
-                    None if bias is None else bias.reshape(-1), layer.stride, layer.padding, groups=n)
-
-
-def _conv_input_grad(delta: torch.Tensor, kernel: torch.Tensor, input_shape: Sequence[int],
-                     layer: ConvLayer) -> torch.Tensor:
-    """The error at a conv layer's input: the transposed convolution of ``delta`` with ``kernel``."""
-    n = kernel.shape[0]
-    return torch.nn.grad.conv2d_input(list(input_shape), kernel.reshape(n * layer.n_out, *kernel.shape[2:]), delta,
-                                      layer.stride, layer.padding, groups=n)
-
-
-def _conv_weight_grad(x: torch.Tensor, delta: torch.Tensor, layer: ConvLayer, n: int) -> torch.Tensor:
-    """``dL/dW`` of every network, ``[N, C_out, C_in, k, k]``, from the layer input and its error."""
-    shape = (n * layer.n_out, layer.n_in, layer.kernel_size, layer.kernel_size)
-    grad = torch.nn.grad.conv2d_weight(x, shape, delta, layer.stride, layer.padding, groups=n)
-    # contiguous: the fused optimizer kernels read a gradient in its parameter's layout, ignoring its strides
-    # (channels-last activations give a channels-last gradient)
-    return grad.contiguous().view(n, *layer.weight_shape)
-
-
-def _to_features(a: torch.Tensor, n: int) -> torch.Tensor:
-    """[B, N*C, H, W] -> [N, B, C*H*W] (channel-major per network)."""
-    return a.reshape(a.shape[0], n, -1).transpose(0, 1)
-
-
-def _from_features(d: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """[N, B, C*H*W] -> [B, N*C, H, W]."""
-    n, b = d.shape[:2]
-    c, h, w = shape
-    return d.transpose(0, 1).reshape(b, n * c, h, w)
-
-
-@dataclass
-class _Tape:
-    """What one forward pass leaves for the backward pass and the recorder, one entry per layer.
-
-    ``inputs[l]``: the tensor layer ``l``'s weights multiply; ``pre[l]``: the pre-activation (conv + bias,
-    plus the shortcut for a block's second conv); ``outs[l]``: the recorded output. Conv tensors are
-    ``[B, N*C, H, W]``, ``fc`` tensors ``[N, B, F]``.
-    """
-
-    inputs: list
-    pre: list
-    outs: list
-
-
-def _forward(architecture: str, layers: Sequence[ConvLayer], x: torch.Tensor, weights: list[torch.Tensor],
-             biases: list[torch.Tensor]) -> _Tape:
-    """Batched forward pass of ``N`` networks on ``x`` ``[B, N*C, H, W]``."""
-    n = weights[0].shape[0]
-    index = {layer.name: i for i, layer in enumerate(layers)}
-    tape = _Tape([None] * len(layers), [None] * len(layers), [None] * len(layers))
-
-    def apply(name: str, a: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        i = index[name]
-        h = _conv(a, weights[i], biases[i], layers[i])
-        if skip is not None:
-            h = h + skip
-        y = torch.relu(h) if layers[i].nonlinearity == "relu" else h
-        tape.inputs[i], tape.pre[i], tape.outs[i] = a, h, y
-        return y
-
-    if architecture == "cnn":
-        a = x
-        for layer in layers[:-1]:
-            a = apply(layer.name, a)
-        features = _to_features(a, n)
-    else:
-        a = apply("conv1", x)
-        s = 1
-        while f"block{s}_conv1" in index:
-            mid = apply(f"block{s}_conv1", a)
-            shortcut = apply(f"block{s}_shortcut", a) if f"block{s}_shortcut" in index else a
-            a = apply(f"block{s}_conv2", mid, skip=shortcut)
-            s += 1
-        features = a.mean((2, 3)).view(a.shape[0], n, -1).transpose(0, 1)
-    logits = torch.baddbmm(biases[-1].unsqueeze(1), features, weights[-1].transpose(1, 2))
-    tape.inputs[-1], tape.pre[-1], tape.outs[-1] = features, logits, logits
-    return tape
-
-
-def _backward(architecture: str, layers: Sequence[ConvLayer], error: torch.Tensor, tape: _Tape,
-              backward_kernel: Callable[[int], torch.Tensor]) -> tuple[list, list]:
-    """Send the output error backward and form every layer's weight and bias (pseudo-)gradient.
-
-    Parameters
-    ----------
-    error : Tensor, shape (N, B, n_outputs)
-        d loss / d logits, already divided by the batch size.
-    tape : _Tape
-        The forward pass on the same batch.
-    backward_kernel : callable
-        ``l -> [N, *weight_shape]``: what carries layer ``l``'s error to its input.
-
-    Returns
-    -------
-    grad_w : list of Tensor, shapes (N, *weight_shape)
-    grad_b : list of Tensor, shapes (N, n_out)
-    """
-    n = error.shape[0]
-    n_layers = len(layers)
-    index = {layer.name: i for i, layer in enumerate(layers)}
-    grad_w, grad_b = [None] * n_layers, [None] * n_layers
-    grad_w[-1] = torch.bmm(error.transpose(1, 2), tape.inputs[-1])
-    grad_b[-1] = error.sum(1)
-    d_features = torch.bmm(error, backward_kernel(n_layers - 1))  # [N, B, F]
-
-    def through(i: int, delta_pre: torch.Tensor, send: bool = True) -> torch.Tensor | None:
-        """Gradients of conv layer i from the error at its pre-activation; the error at its input."""
-        layer = layers[i]
-        grad_w[i] = _conv_weight_grad(tape.inputs[i], delta_pre, layer, n)
-        grad_b[i] = delta_pre.sum((0, 2, 3)).view(n, layer.n_out)
-        if not send:
-            return None
-        return _conv_input_grad(delta_pre, backward_kernel(i), tape.inputs[i].shape, layer)
-
-    def relu_mask(i: int, delta_out: torch.Tensor) -> torch.Tensor:
-        return delta_out * (tape.pre[i] > 0) if layers[i].nonlinearity == "relu" else delta_out
-
-    if architecture == "cnn":
-        delta = _from_features(d_features, layers[-2].out_shape)
-        for i in reversed(range(n_layers - 1)):
-            delta = through(i, relu_mask(i, delta), send=i > 0)
-        return grad_w, grad_b
-
-    n_stages = sum(1 for layer in layers if layer.name.startswith("block") and layer.name.endswith("_conv1"))
-    height, width = tape.outs[index[f"block{n_stages}_conv2"]].shape[2:]
-    c = d_features.shape[2]
-    # global average pooling: every position receives 1/(H*W) of the pooled feature's error
-    delta = (d_features.transpose(0, 1).reshape(error.shape[1], n * c, 1, 1) / (height * width)).expand(
-        -1, -1, height, width)
-    s = n_stages
-    while s >= 1:
-        i1, i2 = index[f"block{s}_conv1"], index[f"block{s}_conv2"]
-        d_pre = relu_mask(i2, delta)  # error at the block's pre-activation (conv2 + shortcut)
-        d_mid = relu_mask(i1, through(i2, d_pre))
-        d_in = through(i1, d_mid)
-        if f"block{s}_shortcut" in index:
-            d_in = d_in + through(index[f"block{s}_shortcut"], d_pre)
-        else:
-            d_in = d_in + d_pre  # identity shortcut: the error passes unchanged, for every rule
-        delta = d_in
-        s -= 1
-    through(index["conv1"], relu_mask(index["conv1"], delta), send=False)
-    return grad_w, grad_b
-
-
-def _activity_change(layers: Sequence[ConvLayer], tape: _Tape, weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Exact layer-wise activity change of every layer, ``[N, S]`` each (see the module docstring)."""
-    changes = []
-    for i, layer in enumerate(layers):
-        w = weights[i]
-        n = w.shape[0]
-        if layer.kind == "fc":
-            deriv = torch.ones_like(tape.pre[i])  # [N, S, out]: fc is linear
-            changes.append(torch.einsum("nbo,no->nb", deriv, w.sum(2)) / layer.n_out)
-            continue
-        ones = torch.ones((1, n * layer.n_in, *layer.in_shape[1:]), dtype=w.dtype, device=w.device)
-        total = _conv(ones, w, None, layer)  # sum_i dh_j/dx_i for every output unit j: [1, N*C, H, W]
-        if layer.nonlinearity == "relu":
-            per_unit = (tape.pre[i] > 0).to(w.dtype) * total
-        else:
-            per_unit = total.expand(tape.pre[i].shape[0], -1, -1, -1)
-        changes.append(_to_features(per_unit, n).sum(2) / layer.n_units)
-    return changes
-
-
-def _population_images(images: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Each network's batch ``images[index[n]]`` laid out as ``[B, N*C, H, W]``."""
-    x = images[index]  # [N, B, C, H, W]
-    n, b, c, h, w = x.shape
-    return x.transpose(0, 1).reshape(b, n * c, h, w)
-
-
-def _shared_images(images: torch.Tensor, n: int) -> torch.Tensor:
-    """The same images for every network: ``[B, C, H, W]`` -> ``[B, N*C, H, W]``."""
-    return images.repeat(1, n, 1, 1)
-
-
 def _population_views(x: torch.Tensor, image_shape: Sequence[int],
                       generators: Sequence[torch.Generator]) -> torch.Tensor:
     """Two augmented views of every network's flat batch, laid out as ``[2B, N*C, H, W]``.
@@ -496,26 +138,20 @@ def _population_views(x: torch.Tensor, image_shape: Sequence[int],
 
 
 def _check_specs(specs: Sequence[RunSpec], task: Task) -> None:
-    keys = {s.cohort_key for s in specs}
-    if len(keys) > 1:
-        raise ValueError("all runs of one population must share architecture, batch size, epochs, task and "
-                         "checkpoints; group them by RunSpec.cohort_key first")
+    """Raise ``ValueError`` unless the runs form one convolutional cohort that fits ``task``."""
+    _check_cohort(specs)
     first = specs[0]
     if first.architecture not in CONV_ARCHITECTURES:
         raise ValueError(f"train_conv_population trains the architectures {', '.join(CONV_ARCHITECTURES)}; got "
                          f"{first.architecture!r} (MLPs train with virtual_lab.lab.train.train_population)")
-    if first.paradigm not in PARADIGMS:
-        raise ValueError(f"paradigm must be one of {', '.join(PARADIGMS)}; got {first.paradigm!r}")
+    _check_paradigm(first.paradigm)
     if len(first.layer_sizes) != 2:
         raise ValueError(f"for a {first.architecture!r} network layer_sizes is (n_inputs, n_outputs); got "
                          f"{first.layer_sizes} (the conv widths go in RunSpec.channels)")
     for spec in specs:
-        name = get_rule(spec.rule).name
-        if name not in CONV_RULES:
-            raise ValueError(f"learning rule {name!r} has no convolutional version; rules for the "
-                             f"{first.architecture!r} architecture: {', '.join(CONV_RULES)}")
-        if first.paradigm == "contrastive":
-            check_contrastive_rule(name)
+        reason = undefined_reason(spec.rule, first.architecture, first.paradigm)
+        if reason:
+            raise ValueError(reason)
     if first.paradigm == "contrastive":  # fc is the projection head: any width
         if task.name != first.task or task.n_features != first.layer_sizes[0]:
             raise ValueError(f"task {task.name!r} ({task.n_features} inputs) does not match the contrastive runs "
@@ -542,6 +178,230 @@ def _metadata_shapes(layers: Sequence[ConvLayer]) -> dict[str, str]:
         "paddings": ",".join(str(layer.padding) for layer in layers),
         "input_shape": dims(layers[0].in_shape),
     }
+
+
+class _ConvPopulation:
+    """One population of convolutional networks while it trains: stacked parameters, every rule's mechanics,
+    data and recorder."""
+
+    def __init__(self, specs: Sequence[RunSpec], task: Task, device: torch.device, dtype: torch.dtype):
+        first = specs[0]
+        self.specs, self.task, self.dev, self.dtype = specs, task, device, dtype
+        self.architecture = first.architecture
+        self.channels = resolve_channels(self.architecture, first.channels)
+        self.layers = conv_layers(self.architecture, self.channels, conv_input_shape(task.image_shape),
+                                  first.layer_sizes[-1])
+        self.n_layers = len(self.layers)
+        self.rules = [get_rule(s.rule) for s in specs]
+        self.n_nets = len(specs)
+        self.n_train = len(task.train_y)
+        self.contrastive = first.paradigm == "contrastive"
+        state = _PopulationState.create(specs, self.rules, [init_conv_parameters(self.layers, s.seed) for s in specs],
+                                        self.n_train, device, dtype)
+        self.weights, self.biases, self.feedback = state.weights, state.biases, state.feedback
+        self.orders, self.optimizer = state.orders, state.optimizer
+        self.n_steps = self.orders.shape[1]
+        self.schedule = checkpoint_schedule(self.n_steps, first.n_checkpoints, first.checkpoint_spacing)
+        self._init_backward()
+        self._init_feedback_updates(state)
+        self._init_data(state)
+        self.active = torch.ones(self.n_nets, dtype=torch.float32, device=device)
+        self.diverged_step = np.full(self.n_nets, -1, dtype=np.int64)
+        self.recorder = _Recorder(self.n_nets, len(self.schedule), self.n_probe,
+                                  [layer.n_units for layer in self.layers],
+                                  [(layer.n_out, layer.fan_in) for layer in self.layers])
+        self.eye = None if self.contrastive else torch.eye(first.layer_sizes[-1], dtype=dtype, device=device)
+
+    def _init_backward(self) -> None:
+        """One rule standing for each backward path (rules of one path share its backward matrix), and its
+        networks."""
+        self.path_rules: dict[str, object] = {}
+        for rule in self.rules:
+            self.path_rules.setdefault(rule.backward_path, rule)
+        self.path_masks = {path: _mask(self.rules, lambda r, path=path: r.backward_path == path, self.dev)
+                           for path in self.path_rules}
+
+    def _init_feedback_updates(self, state: _PopulationState) -> None:
+        """Feedback kernels with their own update (information alignment, Kolen-Pollack): their optimizers
+        update copies, written back into ``feedback`` after every step."""
+        rules, dev = self.rules, self.dev
+        self.ia_index = torch.nonzero(_mask(rules, lambda r: r.feedback_update == "local_loss", dev)).flatten()
+        self.ia_optimizer = state.subset_optimizer(self.ia_index) if len(self.ia_index) else None
+        if self.ia_optimizer is not None:
+            ia_specs = [self.specs[i] for i in self.ia_index.tolist()]
+            self.ia_coef = [state.column([getattr(s, name) for s in ia_specs])
+                            for name in ("ia_alpha", "ia_beta", "ia_gamma")]
+        self.kp_index = torch.nonzero(_mask(rules, lambda r: r.feedback_update == "weight_update", dev)).flatten()
+        self.kp_optimizer = state.subset_optimizer(self.kp_index) if len(self.kp_index) else None
+
+    def _init_data(self, state: _PopulationState) -> None:
+        task, dev, dtype = self.task, self.dev, self.dtype
+        np_dtype = np.float64 if dtype == torch.float64 else np.float32
+        self.train_images = torch.as_tensor(task_images(task.train_x, task.image_shape, np_dtype), device=dev)
+        self.train_y = torch.as_tensor(task.train_y, device=dev)
+        self.probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape, np_dtype), device=dev)
+        self.probe_y = torch.as_tensor(task.probe_y, device=dev)
+        self.n_probe = len(self.probe_y)
+        self.temperature = None
+        if self.contrastive:
+            self.train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np_dtype), device=dev)
+            self.augment_generators = [augment_generator(s.seed) for s in self.specs]
+            self.temperature = state.column([s.temperature for s in self.specs])
+            # (2M, D): view 1, then view 2
+            eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype)
+            self.eval_images = torch.as_tensor(task_images(eval_flat.numpy(), task.image_shape, np_dtype), device=dev)
+            self.n_eval = self.eval_images.shape[0] // 2
+
+    def _network_pass(self, images: torch.Tensor, weights: list | None = None, biases: list | None = None) -> _Tape:
+        """The forward pass of every network (or of the networks of ``weights``) on the same images."""
+        weights = self.weights if weights is None else weights
+        biases = self.biases if biases is None else biases
+        return _forward(self.architecture, self.layers, _shared_images(images, weights[0].shape[0]), weights,
+                        biases)
+
+    # -- one training step -------------------------------------------------------------------------------
+    def step(self, step: int) -> None:
+        """Training step ``step`` of every network (diverged ones are left out of every update)."""
+        idx = self.orders[:, step]
+        if self.contrastive:  # both views in one pass: images [0, B) view 1, [B, 2B) view 2
+            x, y = _population_views(self.train_flat[idx], self.task.image_shape, self.augment_generators), None
+        else:
+            x, y = _population_images(self.train_images, idx), self.train_y[idx]
+        tape = _forward(self.architecture, self.layers, x, self.weights, self.biases)
+        loss, _, error = _objective(tape.outs[-1], y, self.eye, self.temperature)
+        self.active = active = _mark_diverged(loss, self.active, self.diverged_step, self.specs, step)
+        batch = x.shape[0]
+        grad_w, grad_b = _backward(self.architecture, self.layers, error, tape, self._backward_kernel)
+        if self.ia_optimizer is not None:
+            self.ia_optimizer.step(self._ia_gradients(tape, batch), active.index_select(0, self.ia_index))
+            for l in range(self.n_layers):
+                self.feedback[l].index_copy_(0, self.ia_index, self.ia_optimizer.params[l])
+        if self.kp_optimizer is not None:
+            self.kp_optimizer.step([g.index_select(0, self.kp_index) for g in grad_w],
+                                   active.index_select(0, self.kp_index))
+            for l in range(self.n_layers):
+                self.feedback[l].index_copy_(0, self.kp_index, self.kp_optimizer.params[l])
+        self.optimizer.step(grad_w + grad_b, active)
+
+    def _backward_kernel(self, l: int) -> torch.Tensor:
+        """Every network's backward kernel of layer ``l`` (W, B, sign(W), ...), by its rule's backward matrix."""
+        weights, feedback, fan_in = self.weights, self.feedback, self.layers[l].fan_in
+        if len(self.path_rules) == 1:
+            (rule,) = self.path_rules.values()
+            return rule.backward_matrix(weights[l], feedback[l], fan_in)
+        shape = (-1,) + (1,) * (weights[l].dim() - 1)
+        back = None
+        for path, rule in self.path_rules.items():
+            kernel = rule.backward_matrix(weights[l], feedback[l], fan_in)
+            back = kernel if back is None else torch.where(self.path_masks[path].view(shape), kernel, back)
+        return back
+
+    def _ia_gradients(self, tape: _Tape, batch: int) -> list[torch.Tensor]:
+        """Gradient of information alignment's local loss with respect to every B (W held fixed)."""
+        alpha, beta, gamma = self.ia_coef
+        ia_index, grads = self.ia_index, []
+        k = len(ia_index)
+        for l, layer in enumerate(self.layers):
+            b = self.ia_optimizer.params[l]
+            w = self.weights[l].index_select(0, ia_index)
+            shape = (-1,) + (1,) * (b.dim() - 1)
+            if layer.kind == "fc":
+                x = tape.inputs[l].index_select(0, ia_index)
+                y = torch.bmm(x, w.transpose(1, 2))
+                amp = -torch.bmm(y.transpose(1, 2), x) / batch
+                null = 2 * torch.bmm(y.transpose(1, 2), torch.bmm(y, b)) / batch
+            else:
+                x = tape.inputs[l].reshape(batch, self.n_nets, layer.n_in, *tape.inputs[l].shape[2:])
+                x = x.index_select(1, ia_index).reshape(batch, k * layer.n_in, *tape.inputs[l].shape[2:])
+                y = _conv(x, w, None, layer)
+                amp = -_conv_weight_grad(x, y, layer, k) / batch
+                back = _conv_input_grad(y, b, x.shape, layer)
+                null = 2 * _conv_weight_grad(back, y, layer, k) / batch
+            grads.append(alpha.view(shape) * amp + beta.view(shape) * null + gamma.view(shape) * 2 * b)
+        return grads
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def record(self, k: int) -> None:
+        """Record checkpoint ``k`` of every network still training."""
+        n_nets, layers, recorder = self.n_nets, self.layers, self.recorder
+        alive = self.active.bool().cpu().numpy()
+        centroids = self._train_centroids() if self.contrastive else None
+        correct = torch.zeros(n_nets, device=self.dev)
+        for part in _chunks(self.n_probe, n_nets, layers):
+            tape = self._network_pass(self.probe_images[part])
+            changes = _activity_change(layers, tape, self.weights)
+            for l, layer in enumerate(layers):
+                out = tape.outs[l] if layer.kind == "fc" else _to_features(tape.outs[l], n_nets)
+                recorder.activations[l][alive, k, part] = out.cpu().numpy()[alive]
+                recorder.change[l][alive, k, part] = changes[l].cpu().numpy()[alive]
+            if self.contrastive:  # the representation feeding the projection head
+                predicted = centroid_predict(centroids, tape.inputs[-1])
+            else:
+                predicted = tape.outs[-1].argmax(2)
+            correct += (predicted == self.probe_y[part]).float().sum(1)
+        for l in range(self.n_layers):
+            recorder.weights[l][alive, k] = self.weights[l].reshape(n_nets, layers[l].n_out, -1).cpu().numpy()[alive]
+        loss = self._evaluation_loss() if self.contrastive else self._train_loss()
+        recorder.train_loss[alive, k] = loss.cpu().numpy()[alive]
+        recorder.test_accuracy[alive, k] = (correct / self.n_probe).cpu().numpy()[alive]
+
+    def _train_loss(self) -> torch.Tensor:
+        """Mean cross-entropy of every network on the training set, accumulated in float64 over chunks."""
+        total_loss = torch.zeros(self.n_nets, dtype=torch.float64, device=self.dev)
+        for part in _chunks(self.n_train, self.n_nets, self.layers):
+            logits = self._network_pass(self.train_images[part]).outs[-1]
+            total_loss += _example_losses(logits, self.train_y[part].expand(self.n_nets, -1)).sum(1).double()
+        return (total_loss / self.n_train).float()
+
+    def _train_centroids(self) -> torch.Tensor:
+        """Class sums of the normalized representations (fc's input) of the unaugmented training set."""
+        n_classes = self.task.n_classes
+        sums = torch.zeros(self.n_nets, n_classes, self.layers[-1].n_in, dtype=self.dtype, device=self.dev)
+        for part in _chunks(self.n_train, self.n_nets, self.layers):
+            features = self._network_pass(self.train_images[part]).inputs[-1]
+            sums += class_sums(features, self.train_y[part], n_classes)
+        return sums
+
+    def _evaluation_loss(self) -> torch.Tensor:
+        """NT-Xent of every network on the fixed evaluation pairs.
+
+        Networks go in chunks (each needs its (2M)^2 similarities), each chunk's images in chunks as usual.
+        """
+        n_nets, n_eval, layers = self.n_nets, self.n_eval, self.layers
+        n_images = 2 * n_eval
+        per_chunk = max(1, _CHUNK_FLOATS // max(n_images * n_images, n_images * layers[-1].n_out))
+        losses = []
+        for start in range(0, n_nets, per_chunk):
+            nets = slice(start, min(start + per_chunk, n_nets))
+            size = nets.stop - nets.start
+            w, b = [p[nets] for p in self.weights], [p[nets] for p in self.biases]
+            z = torch.cat([self._network_pass(self.eval_images[part], w, b).outs[-1]
+                           for part in _chunks(n_images, size, layers)], 1)
+            losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], self.temperature[nets]))
+        return torch.cat(losses)
+
+    def results(self) -> list[GroundTruth]:
+        """Every network's ground truth with its metadata, in the callers' order."""
+        layers, architecture = self.layers, self.architecture
+        names = tuple(layer.name for layer in layers)
+        shapes = _metadata_shapes(layers)
+        if self.contrastive:  # the recorded layer whose output (flattened, or globally pooled) feeds the head
+            representation = (layers[-2].name, "flatten") if architecture == "cnn" else (
+                [n for n in names if n.endswith("_conv2")][-1], "global_average")
+        results = []
+        for i, spec in enumerate(self.specs):
+            rule = self.rules[i]
+            metadata = run_metadata(spec, rule, self.n_steps, int(self.diverged_step[i]))
+            metadata.update(architecture=architecture, layer_sizes=",".join(map(str, spec.layer_sizes)),
+                            channels=",".join(map(str, self.channels)),
+                            nonlinearities=",".join(layer.nonlinearity for layer in layers), batch_norm=False,
+                            **shapes)
+            if self.contrastive:
+                metadata.update(_contrastive_metadata(spec, self.task, layers[-1].n_out, representation[0],
+                                                      self.n_eval, pooling=representation[1]))
+            metadata.update(rule_metadata(spec, rule))
+            results.append(self.recorder.ground_truth(i, names, self.schedule, self.task, metadata))
+        return results
 
 
 def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu",
@@ -601,211 +461,15 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     if not specs:
         return []
     _check_specs(specs, task)
-    first = specs[0]
-    architecture = first.architecture
-    channels = _resolve_channels(architecture, first.channels)
-    input_shape = conv_input_shape(task.image_shape)
-    layers = conv_layers(architecture, channels, input_shape, first.layer_sizes[-1])
-    n_layers = len(layers)
-    rules = [get_rule(s.rule) for s in specs]
-    dev = torch.device(device)
-    n_nets = len(specs)
-    n_train = len(task.train_y)
-    contrastive = first.paradigm == "contrastive"
-
-    state = _PopulationState.create(specs, rules, [init_conv_parameters(layers, s.seed) for s in specs], n_train,
-                                    dev, dtype)
-    weights, biases, feedback, orders = state.weights, state.biases, state.feedback, state.orders
-    optimizer, column = state.optimizer, state.column
-    n_steps = orders.shape[1]
-    schedule = checkpoint_schedule(n_steps, first.n_checkpoints, first.checkpoint_spacing)
-
-    uses_w = _mask(rules, lambda r: r.feedback == "transpose", dev)
-    all_transpose = bool(uses_w.all())
-    is_sign = _mask(rules, lambda r: r.feedback == "sign_symmetry", dev)
-    any_sign = bool(is_sign.any())
-
-    def backward_kernel(l: int) -> torch.Tensor:
-        if all_transpose:
-            return weights[l]
-        shape = (-1,) + (1,) * (weights[l].dim() - 1)
-        back = torch.where(uses_w.view(shape), weights[l], feedback[l])
-        if any_sign:
-            scale = sign_symmetry_scale(layers[l].fan_in)
-            back = torch.where(is_sign.view(shape), torch.sign(weights[l]) * scale, back)
-        return back
-
-    ia_index = torch.nonzero(_mask(rules, lambda r: r.feedback == "information_alignment", dev)).flatten()
-    ia_optimizer = state.subset_optimizer(ia_index) if len(ia_index) else None
-    if ia_optimizer is not None:
-        ia_specs = [specs[i] for i in ia_index.tolist()]
-        ia_coef = [column([getattr(s, name) for s in ia_specs]) for name in ("ia_alpha", "ia_beta", "ia_gamma")]
-    kp_index = torch.nonzero(_mask(rules, lambda r: r.feedback == "kolen_pollack", dev)).flatten()
-    kp_optimizer = state.subset_optimizer(kp_index) if len(kp_index) else None
-
-    np_dtype = np.float64 if dtype == torch.float64 else np.float32
-    train_images = torch.as_tensor(task_images(task.train_x, task.image_shape, np_dtype), device=dev)
-    train_y = torch.as_tensor(task.train_y, device=dev)
-    probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape, np_dtype), device=dev)
-    probe_y = torch.as_tensor(task.probe_y, device=dev)
-    n_probe = len(probe_y)
-    temperature = None
-    if contrastive:
-        train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np_dtype), device=dev)
-        augment_generators = [augment_generator(s.seed) for s in specs]
-        temperature = column([s.temperature for s in specs])
-        # (2M, D): view 1, then view 2
-        eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype)
-        eval_images = torch.as_tensor(task_images(eval_flat.numpy(), task.image_shape, np_dtype), device=dev)
-        n_eval = eval_images.shape[0] // 2
-    active = torch.ones(n_nets, dtype=torch.float32, device=dev)
-    diverged_step = np.full(n_nets, -1, dtype=np.int64)
-
-    n_t = len(schedule)
-    rec_acts = [np.full((n_nets, n_t, n_probe, layer.n_units), np.nan, np.float32) for layer in layers]
-    rec_weights = [np.full((n_nets, n_t, layer.n_out, layer.fan_in), np.nan, np.float32) for layer in layers]
-    rec_change = [np.full((n_nets, n_t, n_probe), np.nan, np.float32) for _ in layers]
-    rec_loss = np.full((n_nets, n_t), np.nan, np.float32)
-    rec_accuracy = np.full((n_nets, n_t), np.nan, np.float32)
-
-    def record(k: int) -> None:
-        alive = active.bool().cpu().numpy()
-        centroids = train_centroids() if contrastive else None
-        correct = torch.zeros(n_nets, device=dev)
-        for part in _chunks(n_probe, n_nets, layers):
-            tape = _forward(architecture, layers, _shared_images(probe_images[part], n_nets), weights, biases)
-            changes = _activity_change(layers, tape, weights)
-            for l, layer in enumerate(layers):
-                out = tape.outs[l] if layer.kind == "fc" else _to_features(tape.outs[l], n_nets)
-                rec_acts[l][alive, k, part] = out.cpu().numpy()[alive]
-                rec_change[l][alive, k, part] = changes[l].cpu().numpy()[alive]
-            if contrastive:  # the representation feeding the projection head
-                predicted = centroid_predict(centroids, tape.inputs[-1])
-            else:
-                predicted = tape.outs[-1].argmax(2)
-            correct += (predicted == probe_y[part]).float().sum(1)
-        for l in range(n_layers):
-            rec_weights[l][alive, k] = weights[l].reshape(n_nets, layers[l].n_out, -1).cpu().numpy()[alive]
-        if contrastive:
-            rec_loss[alive, k] = evaluation_loss().cpu().numpy()[alive]
-        else:
-            total_loss = torch.zeros(n_nets, dtype=torch.float64, device=dev)
-            for part in _chunks(n_train, n_nets, layers):
-                logits = _forward(architecture, layers, _shared_images(train_images[part], n_nets), weights,
-                                  biases).outs[-1]
-                total_loss += _example_losses(logits, train_y[part].expand(n_nets, -1)).sum(1).double()
-            rec_loss[alive, k] = (total_loss / n_train).float().cpu().numpy()[alive]
-        rec_accuracy[alive, k] = (correct / n_probe).cpu().numpy()[alive]
-
-    def train_centroids() -> torch.Tensor:
-        """Class sums of the normalized representations (fc's input) of the unaugmented training set."""
-        sums = torch.zeros(n_nets, task.n_classes, layers[-1].n_in, dtype=dtype, device=dev)
-        for part in _chunks(n_train, n_nets, layers):
-            features = _forward(architecture, layers, _shared_images(train_images[part], n_nets), weights,
-                                biases).inputs[-1]
-            sums += class_sums(features, train_y[part], task.n_classes)
-        return sums
-
-    def evaluation_loss() -> torch.Tensor:
-        """NT-Xent of every network on the fixed evaluation pairs.
-
-        Networks go in chunks (each needs its (2M)^2 similarities), each chunk's images in chunks as usual.
-        """
-        n_images = 2 * n_eval
-        per_chunk = max(1, _CHUNK_FLOATS // max(n_images * n_images, n_images * layers[-1].n_out))
-        losses = []
-        for start in range(0, n_nets, per_chunk):
-            nets = slice(start, min(start + per_chunk, n_nets))
-            size = nets.stop - nets.start
-            w, b = [p[nets] for p in weights], [p[nets] for p in biases]
-            z = torch.cat([_forward(architecture, layers, _shared_images(eval_images[part], size), w, b).outs[-1]
-                           for part in _chunks(n_images, size, layers)], 1)
-            losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], temperature[nets]))
-        return torch.cat(losses)
-
-    def ia_gradients(tape: _Tape, batch: int) -> list[torch.Tensor]:
-        """Gradient of information alignment's local loss with respect to every B (W held fixed)."""
-        alpha, beta, gamma = ia_coef
-        grads = []
-        k = len(ia_index)
-        for l, layer in enumerate(layers):
-            b = ia_optimizer.params[l]
-            w = weights[l].index_select(0, ia_index)
-            shape = (-1,) + (1,) * (b.dim() - 1)
-            if layer.kind == "fc":
-                x = tape.inputs[l].index_select(0, ia_index)
-                y = torch.bmm(x, w.transpose(1, 2))
-                amp = -torch.bmm(y.transpose(1, 2), x) / batch
-                null = 2 * torch.bmm(y.transpose(1, 2), torch.bmm(y, b)) / batch
-            else:
-                x = tape.inputs[l].reshape(batch, n_nets, layer.n_in, *tape.inputs[l].shape[2:])
-                x = x.index_select(1, ia_index).reshape(batch, k * layer.n_in, *tape.inputs[l].shape[2:])
-                y = _conv(x, w, None, layer)
-                amp = -_conv_weight_grad(x, y, layer, k) / batch
-                back = _conv_input_grad(y, b, x.shape, layer)
-                null = 2 * _conv_weight_grad(back, y, layer, k) / batch
-            grads.append(alpha.view(shape) * amp + beta.view(shape) * null + gamma.view(shape) * 2 * b)
-        return grads
-
-    eye = None if contrastive else torch.eye(first.layer_sizes[-1], dtype=dtype, device=dev)
+    population = _ConvPopulation(specs, task, torch.device(device), dtype)
     with torch.no_grad():
-        for step in _training_steps(n_steps, schedule, record, clock):
-            idx = orders[:, step]
-            if contrastive:  # both views in one pass: images [0, B) view 1, [B, 2B) view 2
-                x, y = _population_views(train_flat[idx], task.image_shape, augment_generators), None
-            else:
-                x, y = _population_images(train_images, idx), train_y[idx]
-            tape = _forward(architecture, layers, x, weights, biases)
-            loss, _, error = _objective(tape.outs[-1], y, eye, temperature)
-            active = _mark_diverged(loss, active, diverged_step, specs, step)
-            batch = x.shape[0]
-            grad_w, grad_b = _backward(architecture, layers, error, tape, backward_kernel)
-            if ia_optimizer is not None:
-                ia_optimizer.step(ia_gradients(tape, batch), active.index_select(0, ia_index))
-                for l in range(n_layers):
-                    feedback[l].index_copy_(0, ia_index, ia_optimizer.params[l])
-            if kp_optimizer is not None:
-                kp_optimizer.step([g.index_select(0, kp_index) for g in grad_w], active.index_select(0, kp_index))
-                for l in range(n_layers):
-                    feedback[l].index_copy_(0, kp_index, kp_optimizer.params[l])
-            optimizer.step(grad_w + grad_b, active)
+        for step in _training_steps(population.n_steps, population.schedule, population.record, clock):
+            population.step(step)
             if progress is not None:
-                progress(n_nets)
-
+                progress(population.n_nets)
     if final_state is not None:
-        export_final_state(final_state, weights, biases, feedback, [])
-    names = tuple(layer.name for layer in layers)
-    shapes = _metadata_shapes(layers)
-    if contrastive:  # the recorded layer whose output (flattened, or globally pooled) feeds the projection head
-        representation = (layers[-2].name, "flatten") if architecture == "cnn" else (
-            [n for n in names if n.endswith("_conv2")][-1], "global_average")
-    results = []
-    for i, spec in enumerate(specs):
-        rule = rules[i]
-        metadata = run_metadata(spec, rule, n_steps, int(diverged_step[i]))
-        metadata.update(architecture=architecture, layer_sizes=",".join(map(str, spec.layer_sizes)),
-                        channels=",".join(map(str, channels)),
-                        nonlinearities=",".join(layer.nonlinearity for layer in layers), batch_norm=False, **shapes)
-        if contrastive:
-            metadata.update(temperature=float(spec.temperature), augment_seed=int(derive_seed(spec.seed, "augment")),
-                            projection_width=int(layers[-1].n_out), representation_layer=representation[0],
-                            representation_pooling=representation[1], n_eval_pairs=int(n_eval),
-                            eval_seed=int(derive_seed(task.seed, "contrastive_eval")))
-        if rule.feedback == "information_alignment":
-            metadata.update(ia_alpha=float(spec.ia_alpha), ia_beta=float(spec.ia_beta), ia_gamma=float(spec.ia_gamma))
-        results.append(GroundTruth(
-            layer_names=names,
-            depth_positions=depth_positions(n_layers),
-            checkpoint_steps=schedule.copy(),
-            activations={n: rec_acts[l][i] for l, n in enumerate(names)},
-            weights={n: rec_weights[l][i] for l, n in enumerate(names)},
-            activity_change={n: rec_change[l][i] for l, n in enumerate(names)},
-            train_loss=rec_loss[i],
-            test_accuracy=rec_accuracy[i],
-            probe_stimuli=task.probe_images.astype(np.float32),
-            probe_labels=task.probe_y.copy(),
-            metadata=metadata,
-        ))
+        export_final_state(final_state, population.weights, population.biases, population.feedback, [])
+    results = population.results()
     if timings is not None:
         timings["total"] = time.perf_counter() - t_start
         timings["record"] = clock["record"]

@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from virtual_lab.lab.contrastive import augment, augment_generator, check_contrastive_rule, evaluation_views
-from virtual_lab.lab.conv import conv_input_shape, conv_layers, init_conv_parameters, task_images
+from virtual_lab.lab.conv import init_conv_parameters
+from virtual_lab.lab.conv_geometry import conv_input_shape, conv_layers, task_images
 from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.lab.reference import _FeedbackLinear, _optimizer, nt_xent_autograd
-from virtual_lab.lab.rules import get_rule
+from virtual_lab.lab.rules import get_rule, sign_symmetry_scale
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import RunSpec, batch_order, check_dtype, checkpoint_schedule, sign_symmetry_scale
+from virtual_lab.lab.population import check_dtype
+from virtual_lab.lab.spec import RunSpec, batch_order, checkpoint_schedule
 
 
 def _vjp(function, primal: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
@@ -90,14 +92,16 @@ class ReferenceConvNet(nn.Module):
             self.layers[layer.name] = module
         self.feedback = nn.ParameterDict({layer.name: nn.Parameter(f.to(dtype).clone())
                                           for layer, f in zip(self.plan, feedback)})
-        self.mode = get_rule(spec.rule).feedback
+        self.path = get_rule(spec.rule).backward_path
+        if self.path not in ("W", "B", "sign"):  # written out here, independently of the engine
+            raise ValueError(f"the convolutional reference has no implementation of backward path {self.path!r}")
         self.tape: dict[str, tuple] = {}
 
     def backward_kernel(self, name: str) -> torch.Tensor | None:
         """What carries this layer's error to its input; ``None`` for plain autograd (backprop)."""
-        if self.mode in ("fixed_random", "information_alignment", "kolen_pollack"):
+        if self.path == "B":  # fixed (FA), trained by a local loss (IA), updated like W (KP)
             return self.feedback[name]
-        if self.mode == "sign_symmetry":
+        if self.path == "sign":
             w = self.layers[name].weight.detach()
             return torch.sign(w) * sign_symmetry_scale(w[0].numel())
         return None
@@ -204,7 +208,7 @@ class ConvReferenceTrainer:
         self.optimizer = _optimizer(rule.optimizer, list(self.model.layers.parameters()), spec.learning_rate,
                                     spec.weight_decay)
         self.feedback_optimizer = None
-        if rule.feedback in ("information_alignment", "kolen_pollack"):
+        if rule.feedback_update != "fixed":  # B learns: by IA's local loss or by W's update (KP)
             self.feedback_optimizer = _optimizer(rule.optimizer, list(self.model.feedback.values()),
                                                  spec.learning_rate, spec.weight_decay)
 
@@ -223,7 +227,7 @@ class ConvReferenceTrainer:
         loss.backward()
         if self.feedback_optimizer is not None:
             self.feedback_optimizer.zero_grad()
-            if self.rule.feedback == "kolen_pollack":
+            if self.rule.feedback_update == "weight_update":  # Kolen-Pollack
                 for name, b in self.model.feedback.items():
                     b.grad = self.model.layers[name].weight.grad.clone()  # torch.optim adds the decay
             else:

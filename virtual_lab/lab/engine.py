@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import RunSpec, train_population
+from virtual_lab.lab.spec import RunSpec
+from virtual_lab.lab.train import train_population
 
 
 def train_cohort(specs: Sequence[RunSpec], task: Task, **kwargs) -> list:

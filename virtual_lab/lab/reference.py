@@ -20,10 +20,11 @@ from torch import nn
 
 from virtual_lab.lab.contrastive import augment_generator, check_contrastive_rule, evaluation_views, make_views
 from virtual_lab.types import GroundTruth, depth_positions
-from virtual_lab.lab.rules import get_rule
+from virtual_lab.lab.rules import SGD_MOMENTUM, get_rule, sign_symmetry_scale
 from virtual_lab.lab.tasks import Task
-from virtual_lab.lab.train import (RunSpec, batch_order, check_dtype, checkpoint_schedule, init_direct_feedback,
-                                   init_parameters, perturbation_generator, sign_symmetry_scale)
+from virtual_lab.lab.population import check_dtype
+from virtual_lab.lab.spec import RunSpec, batch_order, checkpoint_schedule
+from virtual_lab.lab.train import init_direct_feedback, init_parameters, perturbation_generator
 
 
 class _FeedbackLinear(torch.autograd.Function):
@@ -60,20 +61,21 @@ class ReferenceMLP(nn.Module):
                 layer.bias.copy_(b)
             self.layers.append(layer)
         self.feedback = nn.ParameterList([nn.Parameter(f.to(dtype).clone()) for f in feedback])
-        rule = get_rule(spec.rule)
-        self.mode = rule.feedback
+        self.path = get_rule(spec.rule).backward_path
+        if self.path not in ("W", "B", "sign", "direct", "none"):  # written out here, independently of the engine
+            raise ValueError(f"the reference has no implementation of backward path {self.path!r}")
         self.pre: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         outs, self.pre = [], []
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            if self.mode in ("fixed_random", "information_alignment", "kolen_pollack"):
+            if self.path == "B":  # fixed (FA), trained by a local loss (IA), updated like W (KP)
                 h = _FeedbackLinear.apply(x, layer.weight, layer.bias, self.feedback[i])
-            elif self.mode == "sign_symmetry":
+            elif self.path == "sign":
                 back = torch.sign(layer.weight.detach()) * sign_symmetry_scale(layer.weight.shape[1])
                 h = _FeedbackLinear.apply(x, layer.weight, layer.bias, back)
-            elif self.mode in ("direct", "none"):
+            elif self.path in ("direct", "none"):
                 h = layer(x.detach())
             else:
                 h = layer(x)
@@ -89,7 +91,7 @@ def _optimizer(rule_optimizer: str, params, lr: float, weight_decay: float = 0.0
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     if rule_optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, fused=True)
-    return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=weight_decay, fused=True)
 
 
 def _node_perturbation_grads(model: ReferenceMLP, x: torch.Tensor, y: torch.Tensor, sd: float,
@@ -155,11 +157,11 @@ class ReferenceTrainer:
         self.optimizer = _optimizer(rule.optimizer, [p for layer in self.model.layers for p in layer.parameters()],
                                     spec.learning_rate, spec.weight_decay)
         self.feedback_optimizer = None
-        if rule.feedback in ("information_alignment", "kolen_pollack"):
+        if rule.feedback_update != "fixed":  # B learns: by IA's local loss or by W's update (KP)
             self.feedback_optimizer = _optimizer(rule.optimizer, list(self.model.feedback), spec.learning_rate,
                                                  spec.weight_decay)
         self.direct = None
-        if rule.feedback == "direct":
+        if rule.backward_path == "direct":
             self.direct = [d.to(dtype) for d in init_direct_feedback(spec.layer_sizes, spec.seed)]
         self.generator = perturbation_generator(spec.seed) if rule.update == "node_perturbation" else None
 
@@ -186,7 +188,7 @@ class ReferenceTrainer:
                 oja = y_out.t() @ x_in - (y_out.t() @ y_out) @ layer.weight.detach()
                 layer.weight.grad = -oja / x.shape[0]
                 layer.bias.grad = torch.zeros_like(layer.bias)
-        elif rule.feedback == "direct":
+        elif rule.backward_path == "direct":
             (error,) = torch.autograd.grad(loss, model.pre[-1], retain_graph=True)
             grads = [(error @ d) * (h > 0) for d, h in zip(self.direct, model.pre[:-1])]
             torch.autograd.backward(model.pre, grads + [error])
@@ -194,7 +196,7 @@ class ReferenceTrainer:
             loss.backward()
         if self.feedback_optimizer is not None:
             self.feedback_optimizer.zero_grad()
-            if rule.feedback == "kolen_pollack":
+            if rule.feedback_update == "weight_update":  # Kolen-Pollack
                 for layer, b in zip(model.layers, model.feedback):
                     b.grad = layer.weight.grad.clone()  # B receives W's update (torch.optim adds the decay)
             else:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from virtual_lab.validation import check_choice
+
 TASKS = ("digits", "gaussian_clusters", "teacher", "mnist", "fashion_mnist", "cifar10")
 
 #: (n_features, n_classes) of every task, known without loading its data.
@@ -290,9 +292,7 @@ def task_image_shape(name: str) -> tuple[int, ...]:
 
 def task_dimensions(name: str) -> tuple[int, int]:
     """``(n_features, n_classes)`` of a task, without loading it."""
-    if name not in TASK_DIMENSIONS:
-        raise ValueError(f"unknown task {name!r}; available: {', '.join(TASKS)}")
-    return TASK_DIMENSIONS[name]
+    return TASK_DIMENSIONS[check_choice("task", name, TASK_DIMENSIONS)]
 
 
 def load_task(name: str, n_probe: int = 200, seed: int = 0, *, root: str | Path | None = None,
@@ -302,16 +302,11 @@ def load_task(name: str, n_probe: int = 200, seed: int = 0, *, root: str | Path 
     The torchvision tasks read from ``root`` (default ``$VIRTUAL_LAB_DATA``) and download only when asked
     (see :func:`load_torchvision_task`); the other tasks ignore ``root`` and ``download``.
     """
+    check_choice("task", name, TASKS)
     if name == "digits":
         return load_digits_task(n_probe, seed)
     if name == "gaussian_clusters":
         return make_gaussian_clusters_task(n_probe, seed)
     if name == "teacher":
         return make_teacher_task(n_probe, seed)
-    if name in TORCHVISION_TASKS:
-        return load_torchvision_task(name, n_probe, seed, root=root or None, download=download)
-    import difflib
-
-    close = difflib.get_close_matches(str(name), TASKS, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown task {name!r}{hint} (available: {', '.join(TASKS)})")
+    return load_torchvision_task(name, n_probe, seed, root=root or None, download=download)

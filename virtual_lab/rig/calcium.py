@@ -32,9 +32,9 @@ from typing import Mapping
 
 import numpy as np
 
-from virtual_lab.rig._checks import check_choice, check_real
 from virtual_lab.rig.recording import Recording, StepContext
 from virtual_lab.seeding import resolve_seed
+from virtual_lab.validation import check_choice, check_real
 
 _LN2 = float(np.log(2.0))
 

@@ -1,6 +1,7 @@
 """Rig presets: named, commented TOML recipes of rig steps, and one call to observe a session through one.
 
-A preset file (``protocols/rigs/<name>.toml``) has a ``name``, a ``description`` and one table per stage,
+A preset file (bundled: ``virtual_lab/data/protocols/rigs/<name>.toml``, also reached as ``protocols/rigs/`` in
+a checkout of the repository) has a ``name``, a ``description`` and one table per stage,
 applied in this fixed order (absent stages are skipped)::
 
     checkpoints  keep_checkpoints(n_checkpoints, spacing)        sessions over learning
@@ -15,19 +16,21 @@ applied in this fixed order (absent stages are skipped)::
     noise        add_noise(sd, relative, measures)               additive Gaussian noise (paper)
 
 Keys are the keyword arguments of those functions (``n_checkpoints = 0`` and ``n_units = 0`` mean "all").
-Each stage gets its own seed, ``derive_seed(seed, stage)``, so changing one stage's parameters never changes
-another stage's draws (a new noise level keeps the same units).
+Each stage gets its own seed, split from the rig seed by :func:`virtual_lab.rig.seeds.rig_stage_seeds` (as
+:func:`virtual_lab.rig.observe` splits it), so changing one stage's parameters never changes another stage's
+draws (a new noise level keeps the same units), and a preset of paper steps observes exactly what ``observe``
+does with the same seed.
 
 Library entry points::
 
-    preset = load_preset("2p-gcamp6s")                   # a name in protocols/rigs, or a path
+    preset = load_preset("2p-gcamp6s")                   # a bundled name (available_presets()), or a path
     recording = apply_preset(ground_truth, preset, seed=0, n_units=50, noise_sd=0.2)
     variant = preset.with_params({"calcium.noise_level": 4.0})
 """
 
 from __future__ import annotations
 
-import difflib
+import importlib.resources
 import inspect
 import os
 import sys
@@ -40,17 +43,18 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from virtual_lab.rig._checks import check_choice
 from virtual_lab.rig.calcium import calcium_imaging
 from virtual_lab.rig.recording import Recording
 from virtual_lab.rig.spiking import sort_spikes, spike_counts
 from virtual_lab.rig.synapses import em_snapshot, spine_imaging
 from virtual_lab.rig.tracking import track_units
 from virtual_lab.rig.transforms import add_noise, keep_checkpoints, keep_synapses, keep_units
-from virtual_lab.seeding import derive_seed, resolve_seed
+from virtual_lab.rig.seeds import rig_stage_seeds
+from virtual_lab.seeding import resolve_seed
+from virtual_lab.validation import check_choice, did_you_mean
 
-#: Folder of the bundled presets.
-PRESET_DIR = Path(__file__).resolve().parents[2] / "protocols" / "rigs"
+#: Folder of the bundled presets (package data, read with :mod:`importlib.resources`).
+PRESET_DIR = importlib.resources.files("virtual_lab").joinpath("data", "protocols", "rigs")
 
 
 def _checkpoints(rec: Recording, *, n_checkpoints: int = 0, spacing: str = "even", seed: int) -> Recording:
@@ -133,14 +137,12 @@ class RigPreset:
         where = self.path or self.name
         for stage, params in self.stages.items():
             if stage not in STAGES:
-                close = difflib.get_close_matches(stage, list(STAGES), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"{where}: unknown rig stage [{stage}]{hint} (available: {', '.join(STAGES)})")
+                raise ValueError(f"{where}: unknown rig stage [{stage}]{did_you_mean(stage, STAGES)} "
+                                 f"(available: {', '.join(STAGES)})")
             defaults = stage_defaults(stage)
             for key, value in params.items():
                 if key not in defaults:
-                    close = difflib.get_close_matches(key, list(defaults), n=1)
-                    hint = f"; did you mean '{stage}.{close[0]}'?" if close else ""
+                    hint = did_you_mean(f"{stage}.{key}", [f"{stage}.{k}" for k in defaults])
                     raise ValueError(f"{where}: unknown key {stage}.{key}{hint} (allowed: {', '.join(defaults)})")
                 if not _type_ok(value, defaults[key]):
                     raise TypeError(f"{where}: {stage}.{key} = {value!r} has the wrong type "
@@ -168,27 +170,44 @@ class RigPreset:
             dotted = SHORTCUTS.get(key, key.replace("__", "."))
             if "." not in dotted:
                 allowed = sorted(SHORTCUTS) + ["<stage>.<key>"]
-                close = difflib.get_close_matches(key, list(SHORTCUTS), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ValueError(f"unknown rig parameter {key!r}{hint} (allowed: {', '.join(allowed)})")
+                raise ValueError(f"unknown rig parameter {key!r}{did_you_mean(key, SHORTCUTS)} "
+                                 f"(allowed: {', '.join(allowed)})")
             stage, name = dotted.split(".", 1)
             stages.setdefault(stage, {})[name] = list(value) if isinstance(value, tuple) else value
         return RigPreset(self.name, self.description, stages, self.path)
 
 
 def available_presets() -> list[str]:
-    """Names of the bundled presets (files in :data:`PRESET_DIR`)."""
-    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+    """Names of the bundled presets (the ``.toml`` files of :data:`PRESET_DIR`)."""
+    return sorted(entry.name[:-len(".toml")] for entry in PRESET_DIR.iterdir()
+                  if entry.name.endswith(".toml") and entry.is_file())
 
 
-def _preset_path(name_or_path: str | os.PathLike) -> Path:
+def preset_file(name_or_path: str | os.PathLike):
+    """The file :func:`load_preset` reads: a path, or the bundled preset a name names.
+
+    Parameters
+    ----------
+    name_or_path : str or path-like
+        A path (with a folder or a ``.toml`` suffix), or a bundled name (:func:`available_presets`).
+
+    Returns
+    -------
+    Path or importlib.resources.abc.Traversable
+        Readable with ``read_text()`` (a :class:`pathlib.Path` for an installed package, as usual).
+
+    Raises
+    ------
+    ValueError
+        No such file, or an unknown name (with the closest name and the list of available ones).
+    """
     text = str(name_or_path)
     candidate = Path(text)
     if candidate.suffix == ".toml" or os.sep in text or "/" in text:
         if not candidate.is_file():
             raise ValueError(f"rig preset file {text!r} does not exist")
         return candidate
-    path = PRESET_DIR / f"{text}.toml"
+    path = PRESET_DIR.joinpath(f"{text}.toml")
     if not path.is_file():
         check_choice("preset", text, available_presets())
     return path
@@ -218,12 +237,12 @@ def load_preset(name_or_path: str | os.PathLike) -> RigPreset:
     """
     if isinstance(name_or_path, RigPreset):
         return name_or_path
-    path = _preset_path(name_or_path)
+    path = preset_file(name_or_path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ValueError(f"{path}: not valid TOML: {err}") from None
-    name = data.pop("name", path.stem)
+    name = data.pop("name", Path(path.name).stem)
     description = data.pop("description", "")
     for key, value in data.items():
         if not isinstance(value, dict):
@@ -314,7 +333,8 @@ def apply_preset(ground_truth, preset: RigPreset | str, seed: int | None = 0, **
     preset : RigPreset or str
         A preset or a name / path for :func:`load_preset`.
     seed : int, optional, default=0
-        Rig seed; each stage uses ``derive_seed(seed, stage)``. ``None`` draws one (stored in provenance).
+        Rig seed; each stage uses its seed from :func:`virtual_lab.rig.seeds.rig_stage_seeds`. ``None`` draws
+        one (stored in provenance).
     **overrides
         Parameter changes, as in :meth:`RigPreset.with_params`: shortcuts (``n_units``, ``unit_fraction``,
         ``n_checkpoints``, ``checkpoint_spacing``, ``synapse_fraction``, ``noise_sd``, ``noise_relative``)
@@ -339,8 +359,9 @@ def apply_preset(ground_truth, preset: RigPreset | str, seed: int | None = 0, **
     rec = ground_truth if isinstance(ground_truth, Recording) else Recording.from_ground_truth(ground_truth)
     header = {"step": "preset", "name": preset.name, "seed": seed, "parameters": preset.parameters()}
     rec = rec.with_(provenance=rec.provenance + (header,))
+    seeds = rig_stage_seeds(seed, [stage for stage in STAGES if stage in preset.stages])
     for stage, function in STAGES.items():
         if stage in preset.stages:
             params = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.stages[stage].items()}
-            rec = function(rec, **params, seed=derive_seed(seed, stage))
+            rec = function(rec, **params, seed=seeds[stage])
     return rec

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from virtual_lab.lab.conv_geometry import conv_input_sums, conv_layers
 from virtual_lab.types import GroundTruth
 
 MEASURES = ("weight", "act", "gradavg")
@@ -223,21 +224,13 @@ class Recording:
         architecture = str(meta.get("architecture", "mlp"))
         if architecture == "mlp":
             return w.sum(axis=2)
-        import torch
-
-        from virtual_lab.lab.conv import conv_layers
-
         channels = tuple(int(c) for c in str(meta.get("channels", "")).split(",") if c)
         input_shape = tuple(int(d) for d in str(meta["input_shape"]).split("x"))
         n_outputs = self.source.weights[self.layer_names[-1]].shape[1]
         spec = {c.name: c for c in conv_layers(architecture, channels, input_shape, n_outputs)}[layer]
         if spec.kind == "fc":
             return w.sum(axis=2)
-        kernels = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)).reshape(
-            len(w) * spec.n_out, spec.n_in, spec.kernel_size, spec.kernel_size)
-        ones = torch.ones((1, *spec.in_shape))
-        sums = torch.nn.functional.conv2d(ones, kernels, stride=spec.stride, padding=spec.padding)
-        return sums.reshape(len(w), -1).numpy()
+        return conv_input_sums(spec, w)
 
     def _nonlinearity(self, layer: str) -> str:
         spec = str(self.source.metadata.get("nonlinearities", ""))
@@ -259,17 +252,33 @@ class Recording:
                  "gradavg": self.source.activity_change}[measure]
         return float(np.std(table[layer]))
 
-    def _add_noise(self, values: np.ndarray, measure: str, layer: str, index) -> np.ndarray:
-        steps = [step for step in self.noise if measure in step.measures and step.sd > 0]
-        if not steps:
-            return values
+    def noise_draws(self, seed: int, measure: str, layer: str) -> np.ndarray:
+        """Standard-normal draws of a noise step with ``seed`` on ``measure`` of ``layer``, over the whole layer.
+
+        One generator per (seed, layer index, checkpoint index, measure code), at the kept checkpoints; every
+        unit and synapse of the layer is drawn, so a subset indexes the same values (the accessors index these
+        by the kept units / synapses).
+
+        Returns
+        -------
+        ndarray of float32, shape (T, *layer shape of the measure)
+        """
         layer_index = self.layer_names.index(layer)
         shape = self._full_shape(measure, layer)
+        draws = np.empty((len(self.checkpoint_indices), *shape), dtype=np.float32)
+        for row, t in enumerate(self.checkpoint_indices):
+            rng = np.random.default_rng((seed, layer_index, int(t), _MEASURE_CODE[measure]))
+            draws[row] = rng.standard_normal(shape, dtype=np.float32)
+        return draws
+
+    def noise_scale(self, measure: str, layer: str, sd: float, relative: bool) -> np.float32:
+        """The factor of :meth:`noise_draws` for noise SD ``sd`` (``relative``: times the ground-truth SD of
+        ``measure`` in ``layer``)."""
+        return np.float32(sd * (self._scale(measure, layer) if relative else 1.0))
+
+    def _add_noise(self, values: np.ndarray, measure: str, layer: str, index) -> np.ndarray:
+        steps = [step for step in self.noise if measure in step.measures and step.sd > 0]
         for step in steps:
-            sd = step.sd * (self._scale(measure, layer) if step.relative else 1.0)
-            draws = np.empty((len(self.checkpoint_indices), *shape), dtype=np.float32)
-            for row, t in enumerate(self.checkpoint_indices):
-                rng = np.random.default_rng((step.seed, layer_index, int(t), _MEASURE_CODE[measure]))
-                draws[row] = rng.standard_normal(shape, dtype=np.float32)
-            values += np.float32(sd) * index(draws)
+            values += self.noise_scale(measure, layer, step.sd, step.relative) * index(
+                self.noise_draws(step.seed, measure, layer))
         return values

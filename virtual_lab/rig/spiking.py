@@ -31,9 +31,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from virtual_lab.rig._checks import check_choice, check_int, check_real
 from virtual_lab.rig.recording import Recording, StepContext
 from virtual_lab.seeding import resolve_seed
+from virtual_lab.validation import check_choice, check_int, check_real
 
 logger = logging.getLogger(__name__)
 

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from virtual_lab.rig._checks import check_real
 from virtual_lab.rig.recording import Recording, StepContext
 from virtual_lab.rig.transforms import keep_checkpoints
 from virtual_lab.seeding import resolve_seed
+from virtual_lab.validation import check_real
 
 _VOLUME_CODE, _DETECT_CODE, _SIZE_CODE, _FALSE_CODE = 501, 502, 503, 504
 

@@ -7,19 +7,14 @@ never modified. Each appends ``{"step", parameters..., "seed"}`` to the recordin
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import numpy as np
 
 from virtual_lab.rig.recording import MEASURES, NoiseStep, Recording
+from virtual_lab.rig.seeds import rig_stage_seeds
 from virtual_lab.seeding import resolve_seed
-
-
-def _check_fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-    return float(value)
+from virtual_lab.validation import check_fraction, check_int, check_real
 
 
 def keep_units(recording: Recording, n_units: int | None = None, fraction: float | None = None,
@@ -57,14 +52,13 @@ def keep_units(recording: Recording, n_units: int | None = None, fraction: float
             continue
         current = recording.unit_indices[layer]
         if n_units is not None:
-            if isinstance(n_units, bool) or not isinstance(n_units, numbers.Integral) or n_units < 1:
-                raise ValueError(f"n_units must be a positive integer, got {n_units!r}")
+            check_int("n_units", n_units, low=1)
             if n_units > len(current) and not cap:
                 raise ValueError(f"n_units={n_units} is more than layer {layer!r} has "
                                  f"({len(current)} units available); cap=True keeps all of a smaller layer")
             count = min(int(n_units), len(current))
         else:
-            count = int(np.ceil(_check_fraction("fraction", fraction) * len(current)))
+            count = int(np.ceil(check_fraction("fraction", fraction, include_one=True) * len(current)))
         order = np.random.default_rng((seed, layer_index)).permutation(len(current))
         kept[layer] = np.sort(current[order[:count]])
     step = {"step": "keep_units", "n_units": n_units, "fraction": fraction, "seed": seed,
@@ -86,7 +80,7 @@ def keep_synapses(recording: Recording, fraction: float, seed: int | None = None
     -------
     Recording
     """
-    fraction = _check_fraction("synapse fraction", fraction)
+    fraction = check_fraction("fraction", fraction, include_one=True)
     seed = resolve_seed(seed)
     kept = {}
     for layer_index, layer in enumerate(recording.layer_names):
@@ -116,8 +110,7 @@ def add_noise(recording: Recording, sd: float, relative: bool = False,
     -------
     Recording
     """
-    if isinstance(sd, bool) or not isinstance(sd, numbers.Real) or not np.isfinite(sd) or sd < 0:
-        raise ValueError(f"noise sd must be a finite number >= 0, got {sd!r}")
+    check_real("sd", sd, low=0)
     measures = tuple(measures)
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
@@ -130,6 +123,26 @@ def add_noise(recording: Recording, sd: float, relative: bool = False,
 
 
 CHECKPOINT_SPACINGS = ("even", "random", "early", "late")
+
+
+def checkpoint_positions(n_available: int, n_checkpoints: int, spacing: str = "even", seed: int = 0) -> np.ndarray:
+    """Positions (sorted, int64) among ``n_available`` checkpoints that :func:`keep_checkpoints` keeps.
+
+    ``"even"`` spaces ``n_checkpoints`` evenly, first and last included (rounded, so fewer when two round to
+    the same checkpoint); ``"random"`` draws them with ``seed``; ``"early"`` / ``"late"`` take the first / last.
+
+    Examples
+    --------
+    >>> checkpoint_positions(21, 3).tolist()
+    [0, 10, 20]
+    """
+    if spacing == "even":
+        return np.unique(np.round(np.linspace(0, n_available - 1, n_checkpoints)).astype(np.int64))
+    if spacing == "random":
+        return np.sort(np.random.default_rng((seed, 2)).choice(n_available, n_checkpoints, replace=False))
+    if spacing == "early":
+        return np.arange(n_checkpoints)
+    return np.arange(n_available - n_checkpoints, n_available)
 
 
 def keep_checkpoints(recording: Recording, n_checkpoints: int | None = None, spacing: str = "even",
@@ -161,22 +174,13 @@ def keep_checkpoints(recording: Recording, n_checkpoints: int | None = None, spa
                              f"{all_steps.tolist()}")
         positions = np.array(sorted({int(np.flatnonzero(all_steps == s)[0]) for s in steps}), dtype=np.int64)
     else:
-        if isinstance(n_checkpoints, bool) or not isinstance(n_checkpoints, numbers.Integral) or n_checkpoints < 1:
-            raise ValueError(f"n_checkpoints must be a positive integer, got {n_checkpoints!r}")
+        check_int("n_checkpoints", n_checkpoints, low=1)
         if n_checkpoints > len(available):
             raise ValueError(f"n_checkpoints={n_checkpoints} is more than were recorded "
                              f"({len(available)} available)")
         if spacing not in CHECKPOINT_SPACINGS:
             raise ValueError(f"spacing must be one of {', '.join(CHECKPOINT_SPACINGS)}; got {spacing!r}")
-        n = int(n_checkpoints)
-        if spacing == "even":
-            positions = np.unique(np.round(np.linspace(0, len(available) - 1, n)).astype(np.int64))
-        elif spacing == "random":
-            positions = np.sort(np.random.default_rng((seed, 2)).choice(len(available), n, replace=False))
-        elif spacing == "early":
-            positions = np.arange(n)
-        else:
-            positions = np.arange(len(available) - n, len(available))
+        positions = checkpoint_positions(len(available), int(n_checkpoints), spacing, seed)
     record = {"step": "keep_checkpoints", "n_checkpoints": n_checkpoints, "spacing": spacing,
               "steps": None if steps is None else [int(s) for s in steps], "seed": seed}
     return recording.with_(checkpoint_indices=available[positions],
@@ -189,23 +193,22 @@ def observe(ground_truth, *, unit_fraction: float | None = None, n_units: int | 
             seed: int | None = None) -> Recording:
     """Observe a ground-truth session through the paper-equivalent rig in one call.
 
-    Sub-seeds for units, synapses, noise and checkpoints are derived from one ``seed`` with
-    :class:`numpy.random.SeedSequence`, so changing ``noise_sd`` never changes which units are kept.
+    Sub-seeds for units, synapses, noise and checkpoints are derived from one ``seed`` by
+    :func:`virtual_lab.rig.seeds.rig_stage_seeds` (as :func:`virtual_lab.rig.apply_preset` derives them), so
+    changing ``noise_sd`` never changes which units are kept.
 
     Returns
     -------
     Recording
     """
-    seed = resolve_seed(seed)
-    unit_seed, syn_seed, noise_seed, ckpt_seed = (
-        int(s.generate_state(1, np.uint64)[0] >> np.uint64(1)) for s in np.random.SeedSequence(seed).spawn(4))
+    seeds = rig_stage_seeds(seed, ("units", "synapses", "noise", "checkpoints"))
     rec = Recording.from_ground_truth(ground_truth)
     if unit_fraction is not None or n_units is not None:
-        rec = keep_units(rec, n_units=n_units, fraction=unit_fraction, seed=unit_seed)
+        rec = keep_units(rec, n_units=n_units, fraction=unit_fraction, seed=seeds["units"])
     if synapse_fraction is not None:
-        rec = keep_synapses(rec, synapse_fraction, seed=syn_seed)
+        rec = keep_synapses(rec, synapse_fraction, seed=seeds["synapses"])
     if n_checkpoints is not None:
-        rec = keep_checkpoints(rec, n_checkpoints, spacing=checkpoint_spacing, seed=ckpt_seed)
+        rec = keep_checkpoints(rec, n_checkpoints, spacing=checkpoint_spacing, seed=seeds["checkpoints"])
     if noise_sd:
-        rec = add_noise(rec, noise_sd, relative=noise_relative, seed=noise_seed)
+        rec = add_noise(rec, noise_sd, relative=noise_relative, seed=seeds["noise"])
     return rec

@@ -6,9 +6,6 @@ For a preset with stages ``s1, s2, ...`` the session is observed through the gro
 across-seed mean trajectory divided by the mean over checkpoints of the across-seed variance: how large the
 change over learning is compared with what the rig's randomness (which units, which spikes, which noise) adds.
 A deterministic prefix has infinite SNR. Observables are those the stage prefix still measures.
-
-This sits after the observables in the data flow, so it imports :mod:`virtual_lab.analysis.observables`
-inside the function.
 """
 
 from __future__ import annotations
@@ -17,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from virtual_lab.rig._checks import check_int
+from virtual_lab.analysis.observables import ALL_OBSERVABLES, compute_observables
 from virtual_lab.rig.presets import STAGES, RigPreset, apply_preset, load_preset
 from virtual_lab.seeding import derive_seed
+from virtual_lab.validation import check_int
 
 
 def information_loss(ground_truth, preset: RigPreset | str, *, n_repeats: int = 5, seed: int = 0) -> list[dict[str, Any]]:
@@ -39,8 +37,6 @@ def information_loss(ground_truth, preset: RigPreset | str, *, n_repeats: int = 
         One row per stage prefix, in order: ``stage`` (the stage added), ``n_features``, ``median_snr``,
         ``fraction_snr_above_1`` (over observables x layers with a finite, non-constant trajectory).
     """
-    from virtual_lab.analysis.observables import ALL_OBSERVABLES, compute_observables
-
     n_repeats = check_int("n_repeats", n_repeats, low=2)
     preset = load_preset(preset)
     stages = [s for s in STAGES if s in preset.stages]
