@@ -97,12 +97,15 @@ def _plain_bar(bar_class: type, interval_s: float, **kwargs):
     alive = weakref.ref(bar)
 
     def heartbeat() -> None:  # checks often, so that no gap between two lines exceeds the interval by much
+        last_beat = 0.0
         while not stop.wait(min(1.0, interval_s / 4)):
             current = alive()
             if current is None or current.disable:
                 return
-            if current._time() - current.last_print_t >= interval_s:
+            now = current._time()
+            if now - max(current.last_print_t, last_beat) >= interval_s:  # refresh() does not move last_print_t
                 current.refresh()
+                last_beat = now
             del current
 
     thread = threading.Thread(target=heartbeat, name="virtual-lab-progress", daemon=True)
