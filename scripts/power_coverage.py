@@ -23,13 +23,25 @@ Usage (from the repository root)::
 
     python scripts/power_coverage.py --repeats 20 --out power_coverage.json
 
-Defaults (chosen so that the whole check runs in about 15-20 minutes on 2 shared cores): the quickstart
-protocol's task and rules (digits, the paper's four rules) on a small MLP (64-32-32-10), 5 epochs, 11
-checkpoints, 100 probes; 6 networks per (rule, learning-rate multiplier) x multipliers 0.5 and 2 = 48
-networks per repeat (24 select, 24 confirm); a reference cohort of 30 per (rule, multiplier) = 240
-networks; rig "paper", 3 sessions, noise 2 x signal SD, units 2, 4, 8, 16 per layer (at this noise the
-chosen protocols' true accuracy lands near 0.9, measured); linear SVM, 5 grouped splits, 1 rig seed.
+Defaults (chosen so that the whole check runs in about 10-20 minutes on 2 shared cores): the quickstart
+protocol's task (digits) on a small MLP (64-32-32-10), 5 epochs, 11 checkpoints, 100 probes, two rules, SGDM
+and Adam: after 5 epochs information alignment still trains as feedback alignment does (its feedback
+matrix keeps its random draw; see the quickstart protocol's comment), and feedback alignment against SGDM
+decodes at about 0.7, so with all four rules no tested protocol reaches a 90% target and the check would
+say nothing about the operating point. 12 networks per (rule, learning-rate multiplier) x multipliers 0.5
+and 2 = 48 networks per repeat (24 select, 24 confirm); a reference cohort of 30 per (rule, multiplier) =
+120 networks; rig "paper", no added noise, 3 sessions, units 2, 4, 8, 16, 32 per layer: measured on the
+reference cohort, a decoder trained on 24 networks reaches 0.85 with 2 units and about 0.90-0.91 with 8 to
+32, so the recommended protocols sit at the target. Linear SVM, 5 grouped splits, 1 rig seed.
 Everything is written to the JSON file.
+
+Measured here (``python scripts/power_coverage.py --repeats 20``, 656 s on 2 shared cores): the confirmed
+95% Wilson interval covered the true accuracy in 95% of 20 repeats (mean width 0.23 with 24 confirmation
+networks); the confirmation bootstrap interval in only 70% (it collapses when every network is right), and
+the selection estimate's interval at the chosen point in 70%. The chosen protocols' true accuracy averaged
+0.89 (0.72-0.98); of the 10 repeats whose selection grid reached 90%, 5 truly reached it on fresh
+networks (the selection estimate there averaged 0.94, the confirmed 0.91, the truth 0.88). The M-animals
+intervals covered the reference cohort's verdict probability in 95% of repeats at M = 1 and M = 3.
 """
 
 from __future__ import annotations
@@ -62,7 +74,7 @@ def make_population(protocol, seed: int):
 
 def _repeat(i: int, args, base, reference, reference_ids) -> dict:
     """One fresh experiment: its recommendation, confirmed interval and true accuracy."""
-    from virtual_lab.analysis.power import power_analysis, verdict_accuracy
+    from virtual_lab.analysis.power import power_analysis, smoothed_confusion, verdict_accuracy
 
     seed = args.seed + i
     started = time.perf_counter()
@@ -79,14 +91,15 @@ def _repeat(i: int, args, base, reference, reference_ids) -> dict:
     truth = power_analysis(selection + reference, units=[point["units"]], noise=[point["noise"]],
                            sessions=[point["sessions"]], confirm_networks=reference_ids, animals=[1], **options)
     true_confirmed = truth.confirmation
-    counts = np.asarray(true_confirmed["confusion"], dtype=float)
-    true_confusion = counts / counts.sum(axis=1, keepdims=True)
+    # the reference cohort's confusion, smoothed as the analysis smooths (negligibly, with ~60 networks a row)
+    true_confusion = smoothed_confusion(np.asarray(true_confirmed["confusion"], dtype=float))
     animals = {row["animals"]: row for row in result.animals["table"]}
     true_accuracy = float(true_confirmed["accuracy"])
     out = {"repeat": i, "protocol_seed": seed, "rig_seeds": result.provenance["rig_seeds"],
            "n_selection": len(result.selection_networks), "n_confirmation": len(result.confirmation_networks),
-           "reached": bool(rec["reached"]), "point": point,
-           "selected": rec["selected"], "confirmed": {k: confirmed[k] for k in ("accuracy", "wilson", "bootstrap", "n")},
+           "reached": bool(rec["reached"]), "basis": rec["basis"], "point": point,
+           "selected": rec["selected"],
+           "confirmed": {k: confirmed[k] for k in ("accuracy", "wilson", "bootstrap", "n")},
            "true_accuracy": true_accuracy, "true_accuracy_n": int(true_confirmed["n"]),
            "true_accuracy_wilson": true_confirmed["wilson"],
            "animals": {m: {"p_correct": animals[m]["p_correct"], "ci": animals[m]["ci"],
@@ -106,7 +119,9 @@ def main(argv=None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", default="quickstart", help="protocol file or bundled name (default: quickstart)")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--seeds-per-rule", type=int, default=6, help="networks per (rule, learning rate) per repeat")
+    parser.add_argument("--rules", default="sgdm,adam",
+                        help="rules (default: sgdm,adam; see the module docstring for why not all four)")
+    parser.add_argument("--seeds-per-rule", type=int, default=12, help="networks per (rule, learning rate) per repeat")
     parser.add_argument("--reference-seeds-per-rule", type=int, default=30,
                         help="networks per (rule, learning rate) of the reference cohort (the 'true' accuracy)")
     parser.add_argument("--learning-rate-scales", default="0.5,2.0")
@@ -114,8 +129,8 @@ def main(argv=None) -> int:
     parser.add_argument("--hidden", default="32,32", help="hidden layer sizes")
     parser.add_argument("--checkpoints", type=int, default=11, help="recorded checkpoints per network")
     parser.add_argument("--probe", type=int, default=100, help="probe stimuli")
-    parser.add_argument("--units", default="2,4,8,16", help="units per layer of the grid")
-    parser.add_argument("--noise", default="2.0", help="noise levels of the grid (x signal SD)")
+    parser.add_argument("--units", default="2,4,8,16,32", help="units per layer of the grid")
+    parser.add_argument("--noise", default="0", help="noise levels of the grid (x signal SD)")
     parser.add_argument("--sessions", default="3", help="session counts of the grid")
     parser.add_argument("--target", type=float, default=0.9)
     parser.add_argument("--splits", type=int, default=5)
@@ -138,7 +153,8 @@ def main(argv=None) -> int:
 
     def protocol(n_seeds: int):
         return dataclasses.replace(
-            base, sweep=dataclasses.replace(base.sweep, n_seeds=n_seeds, learning_rate_scales=scales),
+            base, sweep=dataclasses.replace(base.sweep, n_seeds=n_seeds, learning_rate_scales=scales,
+                                            rules=tuple(args.rules.split(","))),
             training=dataclasses.replace(base.training, n_epochs=args.epochs, n_checkpoints=args.checkpoints),
             network=dataclasses.replace(base.network, hidden_sizes=tuple(int(x) for x in args.hidden.split(","))),
             task=dataclasses.replace(base.task, n_probe=args.probe))
@@ -182,6 +198,11 @@ def main(argv=None) -> int:
         "fraction_truly_reaching_target": summary_of([r["true_accuracy"] >= args.target for r in reached]),
         "fraction_truly_reaching_target_all_repeats": summary_of([r["true_accuracy"] >= args.target
                                                                    for r in repeats]),
+        "fraction_truly_reaching_target_by_basis": {
+            basis: summary_of([r["true_accuracy"] >= args.target for r in reached if r["basis"] == basis])
+            for basis in ("conservative", "point")},
+        "n_reached_by_basis": {basis: sum(1 for r in reached if r["basis"] == basis)
+                               for basis in ("conservative", "point")},
         "coverage_animals": {str(m): summary_of([_covers(r["animals"][m]["ci"], r["animals"][m]["true"])
                                                  for r in repeats]) for m in (1, 3)},
         "seconds": time.perf_counter() - started,
@@ -189,10 +210,11 @@ def main(argv=None) -> int:
     }
     summary["passes"] = bool((summary["coverage_confirmed_wilson"] or 0) >= 0.9)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"coverage of the true accuracy by the confirmed 95% interval: Wilson {summary['coverage_confirmed_wilson']:.0%}, "
-          f"bootstrap {summary['coverage_confirmed_bootstrap']:.0%} of {n} repeats (the selection estimate's "
-          f"interval: {summary['coverage_selected_interval']:.0%}); recommended protocol truly reaching "
-          f"{args.target:.0%}: {summary['fraction_truly_reaching_target'] if summary['fraction_truly_reaching_target'] is None else format(summary['fraction_truly_reaching_target'], '.0%')} "
+    truly = summary["fraction_truly_reaching_target"]
+    print(f"coverage of the true accuracy by the confirmed 95% interval: Wilson "
+          f"{summary['coverage_confirmed_wilson']:.0%}, bootstrap {summary['coverage_confirmed_bootstrap']:.0%} of "
+          f"{n} repeats (the selection estimate's interval: {summary['coverage_selected_interval']:.0%}); "
+          f"recommended protocol truly reaching {args.target:.0%}: {'-' if truly is None else format(truly, '.0%')} "
           f"of {len(reached)} repeats with a recommendation; mean true accuracy at the chosen protocols "
           f"{true.mean():.3f} (range {true.min():.3f}-{true.max():.3f}); mean selected "
           f"{summary['mean_selected_accuracy']:.3f}, confirmed {summary['mean_confirmed_accuracy']:.3f}; "

@@ -285,6 +285,10 @@ def test_a_rule_encoded_only_in_the_observables_and_matching_that_cannot_run():
     assert rows[B.OBSERVABLES]["network_accuracy_mean"] == 1.0
     assert "do not overlap" in rows[B.MATCHED_OBSERVABLES]["skipped"]
     assert "do not overlap" in rows[B.MATCHED_CURVES]["skipped"]
+    lines = B.behaviour_markdown([result.summary()])
+    assert sum("skipped (below)" in line for line in lines) == 2
+    [reason] = [line for line in lines if line.startswith(f"- *{B.MATCHED_OBSERVABLES}* skipped:")]
+    assert "do not overlap" in reason
     assert set(result.differences) == {"observables - curves", "curves + observables - curves"}
     assert result.differences["observables - curves"]["bootstrap95"] is None  # n_bootstrap=0
 

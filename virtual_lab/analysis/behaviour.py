@@ -251,10 +251,12 @@ def behaviour_markdown(summaries: Sequence[dict[str, Any]]) -> list[str]:
              "Wilson 95% interval over the distinct test networks.", "",
              "| decoder | rig | decoded from | networks | network accuracy | Wilson 95% | chance |",
              "|---|---|---|---|---|---|---|"]
+    reasons: dict[str, str] = {}
     for s in summaries:
         for row in s["rows"]:
             if "skipped" in row:
-                lines.append(f"| {s['decoder']} | {s['rig']} | {row['what']} | - | skipped: {row['skipped']} | - | - |")
+                lines.append(f"| {s['decoder']} | {s['rig']} | {row['what']} | - | skipped (below) | - | - |")
+                reasons.setdefault(row["what"], row["skipped"])
                 continue
             low, high = row["network_accuracy_wilson95"]
             lines.append(f"| {s['decoder']} | {s['rig']} | {row['what']} | {row['n_networks']} | "
@@ -271,4 +273,5 @@ def behaviour_markdown(summaries: Sequence[dict[str, Any]]) -> list[str]:
             lines.append(f"- **{s['decoder']}** (paired over the same splits and networks, bootstrap 95% over "
                          f"networks): " + "; ".join(parts) + "."
                          + (f" Performance-matched subset: {s['matched_note']}." if s["matched_note"] else ""))
+    lines += [f"- *{what}* skipped: {reason}" for what, reason in reasons.items()]
     return lines + [""]

@@ -423,9 +423,7 @@ def _answer_tables(result: PowerResult) -> list[tuple[str, list[str], list[list[
         selected = rec["selected"]
         tables.append(("Recommended protocol: chosen and confirmed", ["", "networks", "accuracy", "interval"], [
             ["chosen on (cross-validated)", str(selected["n"]), f"{selected['accuracy']:.2f}", iv(selected["ci"])],
-            ["confirmed on (Wilson)", str(confirmed["n"]), f"{confirmed['accuracy']:.2f}", iv(confirmed["wilson"])],
-            ["confirmed on (bootstrap)", str(confirmed["n"]), f"{confirmed['accuracy']:.2f}",
-             iv(confirmed["bootstrap"])]]))
+            ["confirmed on (Wilson)", str(confirmed["n"]), f"{confirmed['accuracy']:.2f}", iv(confirmed["wilson"])]]))
     holdout = result.holdout
     if holdout is not None:
         rows = [[row["level"], row["position"], str(row["n_train_networks"]), str(row["n_test_networks"]),

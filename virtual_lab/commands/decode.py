@@ -56,7 +56,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                "  virtual-lab decode recordings/quickstart --train-filter learning_rate=0.01,0.02 "
                "--test-filter learning_rate=0.04\n"
                "  virtual-lab decode recordings/quickstart --rig full --rig paper-gaussian "
-               "--train-filter rig=full --test-filter rig=paper-gaussian",
+               "--train-filter rig=full --test-filter rig=paper-gaussian\n"
+               "  virtual-lab decode recordings/quickstart --holdout learning_rate_scale "
+               "--decoder random_forest --decoder linear_svm\n"
+               "  virtual-lab decode recordings/robust --holdout learning_rate_scale --holdout-bins 8 "
+               "--features paper --features paper+ratio",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recordings", nargs="+", type=Path, help="session files or folders of them")
     parser.add_argument("--rig", action="append", default=None, metavar="PRESET",

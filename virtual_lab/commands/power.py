@@ -109,7 +109,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--holdout", default=None, metavar="AXIS",
                         help="also answer for a condition not simulated: leave each level of AXIS out of training "
                              "in turn (learning_rate_scale, learning_rate, width, depth, task, architecture, or "
-                             "any metadata key)")
+                             "any metadata key); the selection/confirmation split is then stratified by level too, "
+                             "so the selection networks (and the recommendation) can differ from a run without it")
     parser.add_argument("--holdout-bins", type=int, default=None, metavar="N",
                         help="bins of a continuous --holdout axis (default: its values, or 8 bins above 12)")
     parser.add_argument("--no-pairs", action="store_true",

@@ -133,7 +133,8 @@ def _pair_answers(pair_grids: Mapping[str, Mapping[str, Any]], pair_confirmed: M
             category = "easy"
         else:
             category = "separable"
-        out.append({"pair": [short_rule(r) for r in g["pair"]], "rules": list(g["pair"]), "label": _pair_label(g["pair"]),
+        out.append({"pair": [short_rule(r) for r in g["pair"]], "rules": list(g["pair"]),
+                    "label": _pair_label(g["pair"]),
                     "reached": reached, "basis": g["choice"][1] if reached else None,
                     "units": units, "sessions": sessions, "noise": noise, "category": category,
                     "selected": {"accuracy": float(g["accuracy"][u_i, n_i, s_i]),
@@ -205,7 +206,8 @@ def _sentences(recommendation: Mapping[str, Any], holdout: Mapping[str, Any] | N
         if "separable" in groups:
             parts.append("separable with more: " + "; ".join(
                 f"{p['label']} ({p['units']} neurons, {p['sessions']} sessions, {_noise_text(p['noise'], settings)}: "
-                f"{p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})" for p in groups["separable"]))
+                f"{p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})"
+                for p in groups["separable"]))
         if "not confirmed" in groups:
             parts.append(f"chosen but below {percent} on the confirmation networks: " + "; ".join(
                 f"{p['label']} ({p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})"
@@ -244,6 +246,16 @@ def _sentences(recommendation: Mapping[str, Any], holdout: Mapping[str, Any] | N
         "Each network is one animal: intervals are over networks (Wilson), the rig (units kept, noise) redrawn "
         f"for {len(settings.rig_seeds)} repeat(s) per network.",
     ]
+    if pairs:
+        out["assumptions"].append(
+            "Pairs are decoded by a decoder trained on the two rules only: it answers 'is it A or B?' once the other "
+            "rules are ruled out; the all-rules confusion restricted to the pair would either count errors towards a "
+            "third rule against the pair or, conditioning on a prediction inside the pair, drop them.")
+    if table:
+        out["assumptions"].append(
+            "M animals: independent animals sharing one rule, each decoded on its own; the likelihood is the "
+            "confirmation networks' confusion with a 1/k pseudo-count per cell; uniform prior over the rules; ties "
+            "count as a fair coin.")
     return out
 
 
@@ -255,12 +267,12 @@ def format_answers(result: Any) -> str:
     lines = [answers.get("recommendation") or result.sentence]
     holdout = result.holdout
     if holdout is not None:
-        lines += ["", answers["holdout"], f"  {'level':>14}  {'position':<13} {'held out':>22} {'simulated':>10}"]
+        lines += ["", answers["holdout"], f"  {'level':>14}  {'position':<13} {'held out':>24} {'simulated':>10}"]
         for row in holdout["levels"]:
             held = ("not tested" if row["accuracy"] is None else
                     f"{row['accuracy']:.2f} {_interval(row['wilson'])} n={row['n_test_networks']}")
             inside = row["in_distribution"]["accuracy"]
-            lines.append(f"  {row['level']:>14}  {row['position']:<13} {held:>22} "
+            lines.append(f"  {row['level']:>14}  {row['position']:<13} {held:>24} "
                          f"{'-' if inside is None else format(inside, '.2f'):>10}")
     if result.pairs:
         lines += ["", answers["pairs"], f"  {'pair':<12} {'units':>5} {'sessions':>8} {'noise':>6} "

@@ -141,7 +141,7 @@ def _interval_text(values: Sequence[float | None]) -> str:
     return "[-, -]" if low is None or high is None else f"[{low:.2f}, {high:.2f}]"
 
 
-def _confirmed_text(confirmed: dict[str, Any], confidence: float, target: float) -> str:
+def _confirmed_text(confirmed: dict[str, Any], confidence: float, target: float, reached: bool = True) -> str:
     """'confirmed on N networks that took no part in choosing: 0.93 [0.82, 0.98] (95% Wilson interval)' and
     what it means for the target."""
     if confirmed.get("accuracy") is None:
@@ -149,7 +149,7 @@ def _confirmed_text(confirmed: dict[str, Any], confidence: float, target: float)
     text = (f"confirmed on {confirmed['n']} networks that took no part in choosing it: {confirmed['accuracy']:.2f} "
             f"{_interval_text(confirmed['wilson'])} ({confidence:.0%} Wilson interval over those networks)")
     if confirmed["accuracy"] < target:
-        text += f", below the {target:.0%} target: the selection estimate was optimistic"
+        text += f", below the {target:.0%} target" + (": the selection estimate was optimistic" if reached else "")
     elif confirmed["wilson"][0] < target:
         text += f"; its lower bound is below the target with {confirmed['n']} confirmation networks"
     return text
@@ -175,7 +175,7 @@ def _recommend(units, noise, sessions, accuracy, ci_low, ci_high, confusion, cla
                 "ci": [float(ci_low[u_i, n_i, s_i]), float(ci_high[u_i, n_i, s_i])], "n": int(n_selection)}
     confirmed_public = {k: v for k, v in confirmed.items() if k not in ("per_network", "networks", "rules")}
     pairs = _confused_pairs(np.asarray(confusion), classes, target)
-    confirmed_text = _confirmed_text(confirmed, confidence, target)
+    confirmed_text = _confirmed_text(confirmed, confidence, target, reached=choice is not None)
     if choice is None:
         sentence = (f"No tested protocol reaches {percent} accuracy {what[0].lower() + what[1:]} using {rig_name}: "
                     f"the best on the {n_selection} selection networks was {selected['accuracy']:.2f} "
