@@ -48,7 +48,7 @@ def test_run_ids_of_specs_without_new_fields_are_unchanged():
     spec = RunSpec(rule="sgdm", learning_rate=0.02, batch_size=64, n_epochs=20, seed=7)
     fields = {k: v for k, v in dataclasses.asdict(spec).items()
               if k not in ("protocol", "weight_decay", "perturbation_sd", "architecture", "channels", "paradigm",
-                           "temperature", *RunSpec.DESCRIPTIVE_FIELDS)}
+                           "temperature", "eval_subset", *RunSpec.DESCRIPTIVE_FIELDS)}
     fields["code_version"] = __version__
     assert spec.run_id == stable_hash(json.dumps(fields, sort_keys=True))
     assert dataclasses.replace(spec, weight_decay=1e-4).run_id != spec.run_id

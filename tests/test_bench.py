@@ -51,6 +51,30 @@ def test_tiny_benchmark_reports_every_figure():
     json.dumps(result)
 
 
+def test_benchmark_reports_the_recording_share_with_the_evaluation_subset_and_the_whole_training_set():
+    from virtual_lab.bench import recording_share
+
+    result = run_benchmark(n_networks=2, hidden_sizes=(8,), n_epochs=1, n_checkpoints=3, n_probe=50, n_threads=1,
+                           n_reference_networks=1, n_reference_steps=2, peak_size=64, eval_subset=100)
+    rec = result["recording"]
+    assert result["config"]["eval_subset"] == rec["eval_subset"] == 100 and rec["n_loss_examples"] == 100
+    assert rec["record_fraction"] == pytest.approx(result["engine"]["record_fraction"])
+    assert rec["checkpoint_cost_steps"] > 0 and 0 < rec["checkpoint_loss_s"] < rec["checkpoint_s"]
+    # the whole training set (1,747 examples) instead of 100: the loss part of a checkpoint scaled by 17.47
+    assert rec["full_pass_checkpoint_s"] == pytest.approx(rec["checkpoint_s"] + rec["checkpoint_loss_s"] * 16.47)
+    assert rec["full_pass_record_fraction"] == pytest.approx(
+        recording_share(rec["full_pass_checkpoint_cost_steps"], rec["steps_per_checkpoint"]))
+    quickstart = rec["quickstart_density"]  # 2,520 steps, 21 checkpoints
+    assert quickstart["steps_per_checkpoint"] == pytest.approx(2520 / 21)
+    assert quickstart["record_fraction"] == pytest.approx(
+        recording_share(rec["checkpoint_cost_steps"], 2520 / 21))
+    assert "whole training set" in format_benchmark(result)
+    whole = run_benchmark(n_networks=1, hidden_sizes=(8,), n_epochs=1, n_checkpoints=2, n_probe=50, n_threads=1,
+                          n_reference_networks=1, n_reference_steps=2, peak_size=64, eval_subset=0)
+    assert whole["recording"]["n_loss_examples"] == whole["recording"]["n_train"] == 1797 - 50
+    assert whole["recording"]["full_pass_checkpoint_s"] == pytest.approx(whole["recording"]["checkpoint_s"])
+
+
 def test_bench_command_writes_json(tmp_path, capsys):
     out = tmp_path / "b" / "bench.json"
     code = main(["bench", "--architectures", "mlp", "--networks", "2", "--hidden-sizes", "8", "--epochs", "1",
@@ -66,6 +90,8 @@ def test_bench_command_rejects_bad_sizes(capsys):
     assert "hidden" in capsys.readouterr().err.lower()
     assert main(["bench", "--architectures", "mlp,transformer"]) != 0
     assert "--architectures" in capsys.readouterr().err
+    assert main(["bench", "--eval-subset", "-1"]) == 2
+    assert "--eval-subset must be >= 0" in capsys.readouterr().err
 
 
 def test_bench_runs_as_a_script_without_the_cli(capsys):
@@ -77,3 +103,23 @@ def test_bench_runs_as_a_script_without_the_cli(capsys):
         bench_main(["--help"])
     assert exit_info.value.code == 0
     assert "python -m virtual_lab.commands.bench --architectures mlp" in capsys.readouterr().out
+
+
+def test_bench_times_decode_with_an_empty_then_a_warm_cache(tmp_path, capsys):
+    from virtual_lab.commands.bench import decode_timings
+    from virtual_lab.sessions import write_session
+    from virtual_lab.testing import mock_ground_truth
+
+    recordings = tmp_path / "sessions"
+    for seed in range(8):
+        gt = mock_ground_truth(("sgdm", "adam")[seed % 2], seed=seed, n_checkpoints=4)
+        write_session(gt, recordings / f"sub-{gt.run_id}_ses-groundtruth.nwb")
+    decode = decode_timings(recordings, 1, ("--decoder", "logistic", "--n-splits", "2", "--no-behaviour",
+                                            "--jobs", "1"))
+    assert decode["repeats"] == 1 and len(decode["runs"]) == 1
+    assert decode["first_s"] > 0 and decode["second_s"] > 0
+    assert decode["speedup"] == pytest.approx(decode["first_s"] / decode["second_s"])
+    assert 0 < decode["second_features_s"] and 0 < decode["first_features_s"]
+    assert not (recordings / ".cache").exists()  # a temporary cache: the recordings are left as they were
+    assert main(["bench", "--decode", str(tmp_path / "absent")]) == 2
+    assert "--decode" in capsys.readouterr().err

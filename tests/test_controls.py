@@ -49,7 +49,7 @@ def test_observable_class_keeps_one_measure_and_depth():
     np.testing.assert_array_equal(weights.X[:, :1], table.X[:, :1])
     with pytest.raises(ValueError, match="no 'gradavg' features"):
         C.observable_class(table, "activity_change")
-    with pytest.raises(ValueError, match="Did you mean 'act'"):
+    with pytest.raises(ValueError, match="did you mean 'act'"):
         C.observable_class(table, "acts")
 
 
@@ -127,11 +127,11 @@ def test_relabel_family_and_run_control_by_name():
     assert family.classes == ("approximate", "exact")
     [(label, result)] = C.run_control("family", table, "logistic", n_splits=2)
     assert label == "rule family" and result.classes == ("approximate", "exact")
-    with pytest.raises(ValueError, match="Did you mean 'family'"):
+    with pytest.raises(ValueError, match="did you mean 'family'"):
         C.relabel(table, "familly")
     with pytest.raises(ValueError, match="needs the recordings"):
         C.run_control("performance_only", table)
-    with pytest.raises(ValueError, match="Did you mean 'time_average'"):
+    with pytest.raises(ValueError, match="did you mean 'time_average'"):
         C.run_control("time_averge", table)
 
 
@@ -141,7 +141,7 @@ def test_filters_parse_and_select():
     assert T.filter_mask(table, "learning_rate=0.01").sum() == table.n_examples // 2
     assert T.filter_mask(table, ["learning_rate!=0.01", "rule=rule1"]).sum() == table.n_examples // 4
     assert T.filter_mask(table, "learning_rate>0.015").sum() == table.n_examples // 2
-    with pytest.raises(ValueError, match="Did you mean 'learning_rate'"):
+    with pytest.raises(ValueError, match="did you mean 'learning_rate'"):
         T.filter_mask(table, "learning_rat=0.01")
     with pytest.raises(ValueError, match="matches no example; values of 'task' present: digits"):
         T.filter_mask(table, "task=mnist")

@@ -89,7 +89,7 @@ def test_discrete_levels_mark_the_extremes_as_extrapolation():
     assert depth.labels == ("1", "2", "3")
     task = H.holdout_levels(_table(meta=lambda r, level, k: {"task": ["digits", "shapes", "mock"][level]}), "task")
     assert task.labels == ("digits", "mock", "shapes") and set(task.positions) == {"new value"}
-    with pytest.raises(ValueError, match="Did you mean 'learning_rate_scale'"):
+    with pytest.raises(ValueError, match="did you mean 'learning_rate_scale'"):
         H.holdout_levels(_table(), "learning_rate_scal")
 
 
@@ -211,7 +211,7 @@ def test_ratio_and_layer_share_known_values_and_layout():
     np.testing.assert_allclose(both.X[0, :8], [2.0, 0.0, 1.0, 0.0, 4.0, 5.0, 2.0, 1000.0])
     assert temporal_features(both, "last_timepoint").n_features == 4 + 3
     assert V.feature_set(table, "paper") is table
-    with pytest.raises(ValueError, match="Did you mean 'ratio'"):
+    with pytest.raises(ValueError, match="did you mean 'ratio'"):
         V.feature_set(table, "ratios")
 
 
@@ -349,7 +349,7 @@ def test_decode_holdout_errors(lr_sessions, tmp_path, capsys):
                  "--output-dir", str(tmp_path)]) == 2
     assert "use one of them" in capsys.readouterr().err
     assert main(["decode", str(lr_sessions), "--features", "ratios", "--output-dir", str(tmp_path)]) == 2
-    assert "Did you mean 'ratio'" in capsys.readouterr().err
+    assert "did you mean 'ratio'" in capsys.readouterr().err
 
 
 def test_decode_skips_an_axis_the_sessions_do_not_vary_in_among_several(lr_sessions, tmp_path, capsys):

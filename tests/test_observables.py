@@ -92,7 +92,7 @@ def test_nan_propagates_into_every_statistic():
 
 def test_only_requested_statistics_are_computed():
     assert set(compute_statistics(X, ["mean", "norm"])) == {"mean", "norm"}
-    with pytest.raises(ValueError, match="Did you mean 'median'"):
+    with pytest.raises(ValueError, match="did you mean 'median'"):
         compute_statistics(X, ["medain"])
 
 
@@ -213,11 +213,11 @@ def test_observable_counts_and_names():
 
 def test_observable_validation_and_lookup():
     assert Observable.from_name("actraw_norm") == Observable("act", "raw", "norm")
-    with pytest.raises(ValueError, match="Did you mean 'weightabs_mean'"):
+    with pytest.raises(ValueError, match="did you mean 'weightabs_mean'"):
         Observable.from_name("weightabs_maen")
     with pytest.raises(ValueError, match="statistic"):
         Observable("gradavg", "raw", "mean")
-    with pytest.raises(ValueError, match="Did you mean 'act'"):
+    with pytest.raises(ValueError, match="did you mean 'act'"):
         Observable("actt", "raw", "mean")
 
 

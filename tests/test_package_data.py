@@ -76,7 +76,7 @@ def test_a_local_file_wins_over_a_bundled_name_and_unknown_names_get_a_hint(tmp_
     (tmp_path / "quickstart").write_text('name = "mine"\n')
     assert load_protocol("quickstart").name == "mine"
     with pytest.raises(ProtocolError, match=r"^quickstrt: no such protocol file or bundled protocol; did you mean "
-                                            r"'quickstart'\? \(bundled: matched, paper, quickstart, robust, zoo\)$"):
+                                            r"'quickstart'\? \(bundled: matched, paper, quickstart, robust, unknowns, zoo\)$"):
         load_protocol("quickstrt")
     with pytest.raises(ProtocolError, match=r"^missing\.toml: no such protocol file$"):
         load_protocol("missing.toml")

@@ -205,10 +205,10 @@ def test_a_layer_left_without_units_gives_undefined_features_not_an_error():
 
 
 def test_power_analysis_through_a_calcium_rig(population):
-    # CASCADE noise level 1 is an excellent recording; at 1e5 %/sqrt(s) the mean dF/F of a presentation has an
-    # SD near 10, several times the responses. Only the mean response is decoded: shot noise grows with
+    # CASCADE noise level 1 is an excellent recording; at 1e3 %/sqrt(s) the mean dF/F of a presentation (30
+    # frames) has an SD near 10 (frame SD nu * sqrt(30) / 95.4 = 57), several times the responses. Only the mean response is decoded: shot noise grows with
     # sqrt(dF/F + 1), so statistics of |dF/F| would still carry the rule through the noise's own size.
-    result = power_analysis(population + CONFIRMERS, units=[2, 24], noise=[1.0, 1e5], sessions=[6], rig="2p-gcamp6s",
+    result = power_analysis(population + CONFIRMERS, units=[2, 24], noise=[1.0, 1e3], sessions=[6], rig="2p-gcamp6s",
                             noise_param="calcium.noise_level", layers=["fc1", "fc2"], observables=["actraw_mean"],
                             decoder="logistic", n_splits=5, rig_seeds=1, seed=3, n_jobs=1, n_bootstrap=500,
                             confirm_networks=[g.run_id for g in CONFIRMERS])
@@ -299,7 +299,7 @@ def test_pairwise_mode_and_rule_errors():
     with pytest.raises(ValueError, match=r"rules: 'd' is not a rule of these recordings; recorded rules: a, b, c"):
         _small(population, rules=["a", "d"])
     with pytest.raises(ValueError, match="unknown rig preset 'papr'; available for power analysis: paper.*"
-                                         "Did you mean 'paper'"):
+                                         "; did you mean 'paper'"):
         _small(population, rig="papr")
     with pytest.raises(ValueError, match="no grid point the recordings can support"):
         _small(population, units=[100])

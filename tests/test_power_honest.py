@@ -232,7 +232,7 @@ def test_cli_prints_every_answer_and_skips_a_damaged_file(tmp_path, capsys, capl
     args = ["power", str(root), "--rig", "paper-absolute", "--units", "2,4", "--noise", "0,5", "--sessions", "2,4",
             "--splits", "2", "--rig-seeds", "1", "--decoder", "logistic", "--jobs", "1", "-q",
             "--holdout", "learning_rate_scale", "--animals", "1,3", "--out", str(out)]
-    assert main(args) == 0
+    assert main(args) == 1  # the analysis runs on the readable sessions; exit 1 says an input was skipped
     printed = capsys.readouterr().out
     assert f"skipping {damaged}" in caplog.text
     for text in ("confirmed on 9 networks that took no part in choosing it",
@@ -247,6 +247,7 @@ def test_cli_prints_every_answer_and_skips_a_damaged_file(tmp_path, capsys, capl
     assert sorted(line.split()[0] for line in lines[header + 1:header + 4]) == ["a-b", "a-c", "b-c"]
     summary = json.loads((out / "power_summary.json").read_text())
     assert summary["confirmation"]["n_networks"] == 9 and summary["selection"]["n_networks"] == 9
+    assert str(damaged) in json.dumps(summary["provenance"]["skipped_inputs"])
     assert not set(summary["confirmation"]["networks"]) & set(summary["selection"]["networks"])
     assert summary["holdout"]["axis"] == "learning_rate_scale" and len(summary["pairs"]) == 3
     assert [row["animals"] for row in summary["animals"]["table"]] == [1, 3]

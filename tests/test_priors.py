@@ -241,6 +241,28 @@ def test_robust_protocol_draws_an_eightfold_learning_rate_range_at_quickstart_sc
             assert "#" in line, f"parameter without a comment: {line!r}"
 
 
+def test_unknowns_protocol_draws_rate_width_depth_and_task_and_trains_ia_one_time_constant():
+    from virtual_lab.lab.rules import feedback_time_constant
+
+    protocol = load_protocol("unknowns")
+    lr = protocol.sweep.prior("learning_rate_scale")
+    assert lr.distribution == "log_uniform" and lr.high / lr.low >= 8
+    for axis in ("width", "depth", "task"):
+        assert protocol.sweep.prior(axis), axis
+    specs = expand_sweep(protocol, 64, 10)
+    assert len(specs) == 192 and len(set(Counter(s.rule for s in specs).values())) == 1
+    assert {s.task for s in specs} == {"digits", "gaussian_clusters", "teacher"}
+    assert {len(s.layer_sizes) - 2 for s in specs} == {1, 2, 3}
+    # information alignment trains at least one feedback time constant even at the lowest rate drawn
+    slowest = min((s for s in specs if s.rule == "information_alignment"), key=lambda s: s.learning_rate)
+    steps_per_epoch = 1597 // slowest.batch_size  # digits, the smallest training set of the three tasks
+    assert slowest.n_epochs * steps_per_epoch >= feedback_time_constant(slowest.rule, slowest.learning_rate,
+                                                                       ia_gamma=slowest.ia_gamma)
+    for line in (ROOT / "protocols" / "unknowns.toml").read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            assert "#" in line, f"parameter without a comment: {line!r}"
+
+
 def test_the_report_gives_the_range_of_many_drawn_rates():
     from virtual_lab.analysis.report import _learning_rate_text
 

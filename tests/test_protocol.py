@@ -139,3 +139,48 @@ def test_storage_attribution_errors_are_precise(storage, message):
         parse_protocol({"storage": storage}, "bad.toml")
     text = str(info.value)
     assert text.startswith("bad.toml: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"rig": [{"noise_sd": float("nan")}]}, "rig[0].noise_sd: nan is out of range (allowed: >= 0)"),
+    ({"rig": [{"noise_sd": float("inf")}]}, "rig[0].noise_sd: inf is out of range (allowed: >= 0)"),
+    ({"rig": [{"unit_fraction": float("nan")}]}, "rig[0].unit_fraction: nan is out of range (allowed: > 0 and <= 1)"),
+    ({"sweep": {"learning_rate_scales": [1.0, float("-inf")]}}, "sweep.learning_rate_scales[1]: -inf is out of range"),
+    ({"rules": {"ia": {"ia_gamma": float("nan")}}}, "rules.ia.ia_gamma: nan is out of range"),
+    ({"sweep": {"match_curves": {"tolerance": float("inf")}}}, "sweep.match_curves.tolerance: inf is out of range"),
+    ({"decoder": {"test_fraction": 1.0}}, "decoder.test_fraction: 1.0 is out of range (allowed: > 0 and < 1)"),
+    ({"decoder": {"test_fraction": 0}}, "decoder.test_fraction: 0.0 is out of range (allowed: > 0 and < 1)"),
+    ({"rig": [{"n_checkpoints": 99}]}, "rig[0].n_checkpoints: 99 checkpoints observed, but the protocol records 21 "
+                                       "(training.n_checkpoints); allowed: 0 (all) to 21"),
+    ({"training": {"n_checkpoints": 5}, "rig": [{"name": "a"}, {"name": "b", "preset": "2p-gcamp6f"}]},
+     "rig[1].preset: 7 checkpoints observed, but the protocol records 5"),
+    ({"rig": [{"preset": "em-snapshot", "n_checkpoints": 3}]},
+     "rig[0]: the keys given do not fit preset 'em-snapshot'"),
+    ({"training": {"device": "gpu"}}, "training.device: 'gpu' is not allowed; did you mean 'cpu'? (allowed: cpu, cuda)"),
+    ({"training": {"xyz": 1}}, "training.xyz: unknown key (allowed: "),
+])
+def test_non_finite_values_fractions_and_rig_checkpoints_are_refused(data, message):
+    with pytest.raises(ProtocolError) as info:
+        parse_protocol(data, "bad.toml")
+    text = str(info.value)
+    assert text.startswith("bad.toml: ") and message in text and "\n" not in text
+
+
+def test_protocol_errors_carry_file_and_key():
+    from virtual_lab.validation import InputError
+
+    with pytest.raises(InputError) as info:
+        parse_protocol({"rig": [{"name": "a"}, {"noise_sd": float("nan")}]}, "bad.toml")
+    assert isinstance(info.value, ProtocolError) and isinstance(info.value, ValueError)
+    assert (info.value.source, info.value.key) == ("bad.toml", "rig[1].noise_sd")
+    # a preset rig within the recorded checkpoints, with its checkpoint count overridden, is fine
+    protocol = parse_protocol({"training": {"n_checkpoints": 5},
+                               "rig": [{"name": "np", "preset": "neuropixels-chronic", "n_checkpoints": 3}]})
+    assert protocol.rig[0].preset_overrides() == {"n_checkpoints": 3}
+
+
+def test_protocol_modules_stay_small():
+    import virtual_lab.protocol as package
+
+    for path in Path(package.__file__).parent.glob("*.py"):
+        assert len(path.read_text().splitlines()) <= 600, path.name

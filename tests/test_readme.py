@@ -26,7 +26,7 @@ README = ROOT / "README.md"
 #: Protocol keys shrunk in the scratch copies (the protocol's structure is kept).
 TINY_VALUES = {
     "n_probe": "40", "hidden_sizes": "[16, 16]", "n_epochs": "1", "batch_size": "32", "n_seeds": "3",
-    "learning_rate_scales": "[1.0]", "n_splits": "3", "n_permutations": "2", "models": '["logistic"]',
+    "learning_rate_scales": "[0.5, 2.0]", "n_splits": "3", "n_permutations": "2", "models": '["logistic"]',
     "widths": "[16]", "depths": "[2]", "batch_sizes": "[32]",
 }
 BENCH_TINY = ["--architectures", "mlp", "--networks", "4", "--epochs", "1", "--hidden-sizes", "16",

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from virtual_lab.analysis.power_report import _target_outline, heatmap_caption
+from virtual_lab.analysis.power_figures import _target_outline
+from virtual_lab.analysis.power_report import heatmap_caption
 from virtual_lab.analysis.report import (
     CURVE_BAND,
     _learning_rate_text,

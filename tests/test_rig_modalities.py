@@ -96,9 +96,14 @@ def test_calcium_shot_noise_has_the_cascade_scale():
     for_noise = calcium_imaging(rec, indicator="GCaMP6f", noise_level=3.0, neuropil_r_sd=0.0, seed=1)
     dff = for_noise.activations("fc1").ravel()  # no spikes: pure shot noise at rest
     step = for_noise.activity_steps[-1]
-    expected_sd = 3.0 * np.sqrt(30.0) / 95.39 / 100 / np.sqrt(30)
+    # CASCADE: nu = 100 * median|dF/F[t+1] - dF/F[t]| / sqrt(fps) in %/sqrt(s); white frame noise of SD s has
+    # median|difference| = sqrt(2) * 0.6745 * s, so s = nu * sqrt(fps) / 95.39 (dF/F units, not percent)
+    frame_sd = 3.0 * np.sqrt(30.0) / 95.39
+    expected_sd = frame_sd / np.sqrt(30)  # the mean of the 30 frames of a 1 s response window
     assert abs(dff.std() / expected_sd - 1) < 0.03 and abs(dff.mean()) < 4 * expected_sd / np.sqrt(dff.size)
-    assert step.frame_noise_sd == pytest.approx(3.0 * np.sqrt(30.0) / 95.39 / 100)
+    assert step.frame_noise_sd == pytest.approx(frame_sd)
+    frames = np.random.default_rng(2).normal(0.0, step.frame_noise_sd, 200_000)
+    assert 100 * np.median(np.abs(np.diff(frames))) / np.sqrt(30.0) == pytest.approx(3.0, rel=0.01)
     with pytest.raises(ValueError, match=r"indicator='GCaMP6x' is not available; did you mean 'GCaMP6s'"):
         calcium_imaging(rec, indicator="GCaMP6x")
 

@@ -213,7 +213,7 @@ def test_free_disk_space_is_checked_before_training(tmp_path, monkeypatch):
         run_sweep(protocol, n_workers=0, progress=False)
     assert not list(protocol.recordings_dir.rglob("*.nwb"))
     path = tmp_path / "p.toml"
-    path.write_text('name = "sw"\n[training]\nn_epochs = 1\n[sweep]\nn_seeds = 1\n')
+    path.write_text('name = "sw"\n[training]\nn_epochs = 1\n[sweep]\nn_seeds = 2\n')
     assert main(["run", str(path), "--output-dir", str(tmp_path), "-q"]) == 1
     off = tiny(tmp_path, storage={"check_free_space": False}, sweep={"rules": ["sgdm"], "n_seeds": 1})
     assert run_sweep(off, n_workers=0, progress=False).ok

@@ -1,4 +1,5 @@
-"""A sweep killed with SIGKILL at random moments, restarted each time, ends exactly like an uninterrupted one."""
+"""A sweep killed with SIGKILL at random moments, restarted each time, ends exactly like an uninterrupted one;
+each restart takes over the killed run's stale lock with a warning."""
 
 import os
 import signal
@@ -93,6 +94,17 @@ def snapshot(files):
     return state
 
 
+def _assert_stale_lock_taken_over(output, stale):
+    """A sweep that finds a killed holder's lock record warns once that it takes it over; otherwise none.
+
+    ``stale``: the record was there when the sweep started (a sweep killed after it released its lock, while
+    it was exiting, leaves none)."""
+    warnings = [line for line in output.splitlines() if "taking over the stale lock of pid" in line]
+    assert len(warnings) == (1 if stale else 0), output
+    if warnings:
+        assert "that process is no longer running" in warnings[0], warnings[0]
+
+
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_sweep(tmp_path):
     protocol_path = tmp_path / "crash.toml"
     protocol_path.write_text(PROTOCOL)
@@ -105,7 +117,11 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_sweep(tmp
     rng = np.random.default_rng(20240607)
     snapshots = []  # (number of log events when the next sweep starts, sessions complete at that moment)
     n_killed_mid_sweep = 0
+    lock_record = killed_dir / "crash" / ".sweep.lock.json"
+    n_stale = 0
     for attempt in range(3):
+        stale = lock_record.exists()  # left by the sweep killed before this one, if it still held the lock
+        n_stale += stale
         n_events = len(read_log(log_path))
         process = start_sweep(protocol_path, killed_dir)
         # wait until this process has planned its populations, then kill it at a random moment
@@ -115,18 +131,24 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_sweep(tmp
                 break
             time.sleep(0.05)
         time.sleep(rng.uniform(0.0, 1.2))
-        if process.poll() is None:
+        killed = process.poll() is None
+        if killed:
             os.killpg(process.pid, signal.SIGKILL)
             n_killed_mid_sweep += 1
         process.wait(timeout=30)
+        _assert_stale_lock_taken_over(process.stdout.read().decode(), stale)
         time.sleep(0.2)  # let the killed workers' process group go
         snapshots.append((len(read_log(log_path)), snapshot(files)))
     assert n_killed_mid_sweep >= 2, "the sweep finished before it could be killed: make it longer"
 
+    stale = lock_record.exists()
+    assert n_stale + stale >= 1, "no sweep was killed while holding its lock: make it longer"
     process = start_sweep(protocol_path, killed_dir)
     output = process.communicate(timeout=120)[0].decode()
     assert process.returncode == 0, output
     assert "12 sessions" in output
+    _assert_stale_lock_taken_over(output, stale)
+    assert not lock_record.exists()  # released by the run that finished
 
     # exactly the complete set of sessions, identical to an uninterrupted sweep's
     protocol = load_protocol(protocol_path)

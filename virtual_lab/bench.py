@@ -8,7 +8,10 @@ Measures, in one run on one machine and one thread setting:
 (b) the engine's achieved FLOP/s against the float32 matmul peak measured in the same run (best of several
     large ``torch.mm`` calls);
 (c) the cost of checkpoint recording (probe responses, weights, activity change, loss and accuracy at every
-    checkpoint) as a fraction of the engine's wall-clock time.
+    checkpoint) as a fraction of the engine's wall-clock time, with the training loss on the protocol's fixed
+    evaluation subset (``[training] eval_subset``), and what a checkpoint costs in training steps with that
+    subset and, projected from the measured loss time, with the loss on the whole training set, so the share at
+    any checkpoint density follows (:func:`recording_share`).
 
 FLOPs are the matrix-multiply FLOPs each network's rule performs per step (:func:`rule_flops_per_step`): the
 forward pass (``2 B m`` per layer, with ``m`` the layer's multiply-adds per example: ``in x out`` for a dense
@@ -120,11 +123,23 @@ def measure_matmul_peak(size: int = 1024, repeats: int = 10, device: str = "cpu"
     return 2 * size ** 3 / best
 
 
+def recording_share(checkpoint_cost_steps: float, steps_per_checkpoint: float) -> float:
+    """Fraction of a run's time spent recording when a checkpoint costs ``checkpoint_cost_steps`` training steps
+    and comes every ``steps_per_checkpoint`` steps.
+
+    Examples
+    --------
+    >>> recording_share(1.0, 9.0)
+    0.1
+    """
+    return checkpoint_cost_steps / (checkpoint_cost_steps + steps_per_checkpoint)
+
+
 def _population_specs(n_networks: int, hidden_sizes: Sequence[int], batch_size: int, n_epochs: int,
                       rules: Sequence[str], n_checkpoints: int, n_probe: int, task_inputs: int, task_classes: int,
-                      architecture: str = "mlp", channels: Sequence[int] = ()):
+                      architecture: str = "mlp", channels: Sequence[int] = (), eval_subset: int | None = None):
     from virtual_lab.lab.rules import get_rule
-    from virtual_lab.lab.spec import RunSpec
+    from virtual_lab.lab.spec import EVAL_SUBSET, RunSpec
     from virtual_lab.seeding import derive_seed
 
     sizes = (task_inputs, *hidden_sizes, task_classes) if architecture == "mlp" else (task_inputs, task_classes)
@@ -134,7 +149,8 @@ def _population_specs(n_networks: int, hidden_sizes: Sequence[int], batch_size: 
         specs.append(RunSpec(rule=rule.name, learning_rate=rule.default_learning_rate, batch_size=batch_size,
                              n_epochs=n_epochs, seed=derive_seed("bench", i), layer_sizes=sizes, n_probe=n_probe,
                              n_checkpoints=n_checkpoints, weight_decay=rule.default_weight_decay,
-                             architecture=architecture, channels=tuple(channels)))
+                             architecture=architecture, channels=tuple(channels),
+                             eval_subset=EVAL_SUBSET if eval_subset is None else eval_subset))
     return specs
 
 
@@ -157,7 +173,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
                   channels: Sequence[int] = (), batch_size: int = 64, n_epochs: int = 20, n_checkpoints: int = 21,
                   n_probe: int = 200, rules: Sequence[str] = DEFAULT_RULES, n_threads: int = 2,
                   n_reference_networks: int = 8, n_reference_steps: int = 100, device: str = "cpu",
-                  peak_size: int = 1024, peak: float | None = None) -> dict:
+                  peak_size: int = 1024, peak: float | None = None, eval_subset: int | None = None) -> dict:
     """Time the population engine against one-at-a-time training on digits.
 
     Parameters
@@ -185,12 +201,19 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
         Side of the square matrices whose product measures the matmul peak.
     peak : float, optional
         A matmul peak (FLOP/s) already measured in this run (so several architectures share one).
+    eval_subset : int, optional
+        Training examples of the recorded loss (:attr:`~virtual_lab.lab.spec.RunSpec.eval_subset`; 0 = all);
+        default the protocols' default, :data:`virtual_lab.lab.spec.EVAL_SUBSET`.
 
     Returns
     -------
     dict
-        JSON-serializable: ``config``, ``machine``, ``engine``, ``reference``, ``speedup``,
-        ``matmul_peak_flops``, ``fraction_of_peak``.
+        JSON-serializable: ``config``, ``machine``, ``engine``, ``recording``, ``reference``, ``speedup``,
+        ``matmul_peak_flops``, ``fraction_of_peak``. ``recording`` holds the share of this run
+        (``record_fraction``), what one checkpoint costs in seconds (``checkpoint_s``, of which the loss
+        ``checkpoint_loss_s``) and in training steps with the evaluation subset and, projected from the loss
+        time, with the whole training set (``full_pass_*``), and the share both would take at the quickstart
+        protocol's checkpoint density (``quickstart_density``).
     """
     import torch
 
@@ -210,7 +233,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
     try:
         task = load_digits_task(n_probe=n_probe, seed=0)
         specs = _population_specs(n_networks, hidden_sizes, batch_size, n_epochs, rules, n_checkpoints, n_probe,
-                                  task.n_features, task.n_classes, architecture, channels)
+                                  task.n_features, task.n_classes, architecture, channels, eval_subset)
         macs, hidden_units, label = _layer_macs(specs[0], task)
         per_network = [rule_flops_per_step(macs, batch_size, s.rule, hidden_units=hidden_units,
                                            n_outputs=task.n_classes) for s in specs]
@@ -225,6 +248,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
         n_steps = n_training_steps(len(task.train_y), batch_size, n_epochs)
         train_s = timings["total"] - timings["record"]
         engine_rate = n_networks * n_steps / train_s
+        recording = _recording(specs, task, timings, n_steps)
 
         n_ref = min(n_reference_networks, n_networks)
         reference_rate, reference_flops = _reference_rates(specs[:n_ref], per_network, task, n_reference_steps)
@@ -237,6 +261,7 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
                    "channels": list(specs[0].channels), "n_networks": n_networks,
                    "batch_size": batch_size, "n_steps": n_steps, "n_checkpoints": n_checkpoints, "n_probe": n_probe,
                    "rules": list(rules), "n_threads": n_threads, "device": device,
+                   "eval_subset": specs[0].eval_subset,
                    "n_reference_networks": n_ref, "n_reference_steps": n_reference_steps,
                    "peak_matmul_size": peak_size},
         "machine": {"platform": platform.platform(), "processor": platform.processor(),
@@ -245,12 +270,56 @@ def run_benchmark(*, architecture: str = "mlp", n_networks: int = 64, hidden_siz
         "engine": {"network_steps_per_s": engine_rate, "train_s": train_s, "record_s": timings["record"],
                    "total_s": timings["total"], "record_fraction": timings["record"] / timings["total"],
                    "flops_per_network_step": flops_per_step, "achieved_flops": engine_flops},
+        "recording": recording,
         "reference": {"network_steps_per_s": reference_rate, "achieved_flops": reference_flops},
         "speedup": engine_rate / reference_rate,
         "matmul_peak_flops": peak,
         "fraction_of_peak": engine_flops / peak,
     }
     return result
+
+
+def _recording(specs: Sequence, task, timings: dict, n_steps: int) -> dict:
+    """The recording figures of a timed run (``timings`` of :func:`~virtual_lab.lab.engine.train_cohort`).
+
+    What a checkpoint would cost with the loss on the whole training set is projected from the same run: the
+    measured loss time (``record_loss``) scaled by training-set size over evaluation-subset size (the loss pass
+    is a forward pass, linear in its examples), the rest of the recording as measured.
+    """
+    from virtual_lab.lab.spec import eval_subset_indices
+
+    n_train, n_checkpoints = len(task.train_y), specs[0].n_checkpoints
+    subset = eval_subset_indices(n_train, specs[0].eval_subset, specs[0].task_seed)
+    n_loss = n_train if subset is None else len(subset)
+    step_s = (timings["total"] - timings["record"]) / n_steps
+    checkpoint_s = timings["record"] / n_checkpoints
+    loss_s = timings["record_loss"] / n_checkpoints
+    full_checkpoint_s = checkpoint_s + loss_s * (n_train / n_loss - 1)
+    per_checkpoint = n_steps / n_checkpoints
+    density = _quickstart_steps_per_checkpoint()
+    return {
+        "eval_subset": specs[0].eval_subset, "n_loss_examples": n_loss, "n_train": n_train,
+        "record_fraction": timings["record"] / timings["total"], "steps_per_checkpoint": per_checkpoint,
+        "checkpoint_s": checkpoint_s, "checkpoint_loss_s": loss_s, "checkpoint_cost_steps": checkpoint_s / step_s,
+        "full_pass_checkpoint_s": full_checkpoint_s, "full_pass_checkpoint_cost_steps": full_checkpoint_s / step_s,
+        "full_pass_record_fraction": recording_share(full_checkpoint_s / step_s, per_checkpoint),
+        "quickstart_density": {"steps_per_checkpoint": density,
+                               "record_fraction": recording_share(checkpoint_s / step_s, density),
+                               "full_pass_record_fraction": recording_share(full_checkpoint_s / step_s, density)},
+    }
+
+
+def _quickstart_steps_per_checkpoint() -> float:
+    """Training steps per checkpoint of the bundled quickstart protocol (digits): steps / checkpoints, as
+    :func:`recording_share` counts them (initialization is a checkpoint too)."""
+    from virtual_lab.lab.spec import n_training_steps
+    from virtual_lab.lab.tasks import load_digits_task
+    from virtual_lab.protocol import load_protocol
+
+    protocol = load_protocol("quickstart")
+    n_train = len(load_digits_task(n_probe=protocol.task.n_probe, seed=protocol.task.seed).train_y)
+    n_steps = n_training_steps(n_train, protocol.training.batch_size, protocol.training.n_epochs)
+    return n_steps / protocol.training.n_checkpoints
 
 
 def _reference_rates(specs: Sequence, flops_per_step: Sequence[float], task, n_steps: int) -> tuple[float, float]:
@@ -292,6 +361,8 @@ def _reference_rates(specs: Sequence, flops_per_step: Sequence[float], task, n_s
 def format_benchmark(result: dict) -> str:
     """A few human-readable lines summarizing :func:`run_benchmark`'s result."""
     c, e, r = result["config"], result["engine"], result["reference"]
+    rec = result["recording"]
+    q = rec["quickstart_density"]
     return "\n".join([
         f"{c['network']}, {c['n_networks']} networks ({', '.join(c['rules'])}), batch {c['batch_size']}, "
         f"{c['n_threads']} thread(s), {c['device']}",
@@ -303,7 +374,12 @@ def format_benchmark(result: dict) -> str:
         f"  matmul peak       : {result['matmul_peak_flops'] / 1e9:.1f} GFLOP/s; engine at "
         f"{100 * result['fraction_of_peak']:.0f}% of peak",
         f"  recording         : {100 * e['record_fraction']:.1f}% of the run "
-        f"({c['n_checkpoints']} checkpoints x {c['n_probe']} probes)",
+        f"({c['n_checkpoints']} checkpoints x {c['n_probe']} probes, loss on {rec['n_loss_examples']} training "
+        f"examples); a checkpoint costs {rec['checkpoint_cost_steps']:.2f} steps "
+        f"({rec['full_pass_checkpoint_cost_steps']:.2f} projected with the loss on the whole training set: "
+        f"{100 * rec['full_pass_record_fraction']:.1f}% of the run)",
+        f"  at quickstart's   : {100 * q['record_fraction']:.1f}% (whole-set loss "
+        f"{100 * q['full_pass_record_fraction']:.1f}%), a checkpoint every {q['steps_per_checkpoint']:.0f} steps",
     ])
 
 

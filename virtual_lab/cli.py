@@ -23,6 +23,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         import dataclasses
 
         protocol = dataclasses.replace(protocol, output_dir=str(args.output_dir))
+    from virtual_lab.commands.check import validate_run
+
+    plan = validate_run(protocol, train_only=args.train_only, n_workers=args.workers, executor=args.executor,
+                        scheduler=args.scheduler)  # every check before any training
+    if args.dry_run:
+        print(plan.text())
+        return 0
     result = run_protocol(protocol, progress=not args.quiet, n_threads=args.threads, executor=args.executor,
                           scheduler=args.scheduler, n_workers=args.workers, train_only=args.train_only)
     print(result.summary_text())
@@ -35,9 +42,24 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     messages = inspect_sessions(args.path, config="dandi")
     serious = [m for m in messages if m.importance.name in ("CRITICAL", "BEST_PRACTICE_VIOLATION", "ERROR")]
     for message in messages:
-        print(f"{message.importance.name}: {message.file_path}: {message.check_function_name}: {message.message}")
+        print(f"{message.importance.name}: {message.file_path}: {message.check_function_name}: "
+              f"{_one_line(str(message.message))}")
     print(f"{len(messages)} message(s), {len(serious)} critical or best-practice violation(s)")
+    unreadable = sorted({str(m.file_path) for m in messages if m.importance.name == "ERROR"})
+    if unreadable:
+        print(f"{len(unreadable)} file(s) could not be read or checked completely (ERROR above): "
+              + ", ".join(unreadable))
     return EXIT_FAILURE if serious else 0
+
+
+def _one_line(text: str) -> str:
+    """An nwbinspector message on one line: a traceback it carries is cut to its last line (the error)."""
+    head, marker, trace = text.partition("Traceback (most recent call last):")
+    lines = [line.strip() for line in (trace or text).splitlines() if line.strip()]
+    if not marker:
+        return " ".join(lines)
+    head, last = head.strip().rstrip(":"), lines[-1] if lines else ""
+    return f"{head}: {last}" if head else last
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example:\n  virtual-lab run protocols/quickstart.toml\n"
                "  virtual-lab run quickstart          (a bundled protocol by name: virtual-lab protocols)\n"
                "  virtual-lab run protocols/quickstart.toml --output-dir /tmp/recordings\n"
+               "  virtual-lab run protocols/quickstart.toml --dry-run   (check it, print the plan, train nothing)\n"
                "  virtual-lab run protocols/quickstart.toml --executor dask --scheduler tcp://10.0.0.5:8786\n"
                "exit status: 0 when every run has a session and decoding ran, 1 when a run failed (see\n"
                "<recordings>/sweep_manifest.json), 2 for invalid input.",
@@ -78,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=None,
                      help="training processes (default: one per core; 0 = train in this process)")
     run.add_argument("--train-only", action="store_true", help="stop after training and recording the sessions")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check the protocol and print the plan (runs, steps, time, disk), train nothing "
+                          "(= virtual-lab check)")
     run.add_argument("-q", "--quiet", action="store_true",
                      help="no progress (default: a bar on a terminal, a line every ~10 s in a log file)")
     run.set_defaults(func=_cmd_run)

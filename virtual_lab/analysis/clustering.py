@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from virtual_lab.analysis.observables import FeatureTable, _check_choice
+from virtual_lab.analysis.observables import FeatureTable
 from virtual_lab.types import DEPTH_POSITIONS
+from virtual_lab.validation import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +125,7 @@ def cluster_runs(table: FeatureTable, method: str = "kmeans", n_clusters: int | 
     from sklearn.mixture import GaussianMixture
     from sklearn.preprocessing import StandardScaler
 
-    _check_choice("method", method, CLUSTER_METHODS)
+    check_choice("method", method, CLUSTER_METHODS)
     networks, vectors = network_vectors(table)
     if n_clusters is None:
         n_clusters = len(table.classes)

@@ -31,11 +31,10 @@ import numpy as np
 
 from virtual_lab.analysis.evaluation import evaluate
 from virtual_lab.analysis.generalization import HELD_OUT_KEYS, compare_splits, held_out_generalization
-from virtual_lab.analysis.observables import (FEATURE_NAME_DTYPE, MEASURES, FeatureTable, _check_choice,
-                                              _did_you_mean)
+from virtual_lab.analysis.observables import FEATURE_NAME_DTYPE, MEASURES, FeatureTable
 from virtual_lab.analysis.permutation import permutation_test
 from virtual_lab.analysis.tables import _columns, _replace, with_metadata
-from virtual_lab.validation import check_int
+from virtual_lab.validation import check_choice, check_int, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def observable_class(table: FeatureTable, measure: str) -> FeatureTable:
     FeatureTable
     """
     measure = OBSERVABLE_CLASSES.get(measure, measure)
-    _check_choice("measure", measure, MEASURES)
+    check_choice("measure", measure, MEASURES)
     measures = table.feature_names["measure"]
     keep = (measures == measure) | (measures == "depth")
     if not np.any(measures == measure):
@@ -107,7 +106,7 @@ def temporal_features(table: FeatureTable, kind: str, seed: int = 0) -> FeatureT
         ``time_average`` and ``last_timepoint`` have one timepoint (``n_observables + n_static``
         features); the others keep the layout.
     """
-    _check_choice("kind", kind, TEMPORAL_CONTROLS)
+    check_choice("kind", kind, TEMPORAL_CONTROLS)
     varying_names, static_names, n_obs = _time_blocks(table)
     n_t = table.n_timepoints
     n = table.n_examples
@@ -274,7 +273,7 @@ def relabel(table: FeatureTable, key: str = "family") -> FeatureTable:
     if missing:
         keys = sorted({k for meta in table.metadata for k in meta})
         raise ValueError(f"metadata key {key!r} is missing for {len(missing)} example(s) (network "
-                         f"{table.network_id[missing[0]]!r}).{_did_you_mean(key, keys)}")
+                         f"{table.network_id[missing[0]]!r}){did_you_mean(key, keys)}")
     return _replace(table, rule=np.array([str(v) for v in column]))
 
 
@@ -308,7 +307,7 @@ def run_control(name: str, table: FeatureTable, decoder: str | Any = "random_for
         Labelled results: one for most controls; ``layer_splits`` gives ``"grouped splits"`` and
         ``"layer-level splits"``; ``permutation`` gives a PermutationResult.
     """
-    _check_choice("control", name, CONTROLS)
+    check_choice("control", name, CONTROLS)
     kwargs = dict(n_splits=n_splits, test_fraction=test_fraction, seed=seed, n_jobs=n_jobs, param_grid=param_grid)
     if name in OBSERVABLE_CLASSES:
         return [(f"{name} only", evaluate(observable_class(table, name), decoder, **kwargs))]
@@ -439,7 +438,11 @@ def _permutation_and_clustering(table: FeatureTable, decoder: str, n_permutation
         extras["permutation"] = {"decoder": decoder, **test.summary()}
     except ValueError as error:
         extras["skipped"]["permutation"] = str(error)
-    try:
-        extras["clustering"] = cluster_runs(table, seed=seed).summary()
-    except ValueError as error:
-        extras["skipped"]["clustering"] = str(error)
+    from virtual_lab.progress import progress_bar
+
+    with progress_bar(total=1, desc="clustering", unit="fits") as bar:  # heartbeat lines while k-means runs
+        try:
+            extras["clustering"] = cluster_runs(table, seed=seed).summary()
+        except ValueError as error:
+            extras["skipped"]["clustering"] = str(error)
+        bar.update()

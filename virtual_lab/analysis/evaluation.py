@@ -33,7 +33,7 @@ from virtual_lab.analysis.fitting import (_check_n_jobs, _decoder_name, _decoder
 from virtual_lab.analysis.observables import FeatureTable
 from virtual_lab.analysis.splits import SPLIT_KINDS, grouped_splits, layer_splits
 from virtual_lab.stats import sem, wilson_interval
-from virtual_lab.validation import check_int
+from virtual_lab.validation import check_choice, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -493,10 +493,7 @@ def evaluate(table: FeatureTable, decoder: str | Any = "random_forest", n_splits
     _check_n_jobs(n_jobs)
     seed = check_int("seed", seed, low=0)
     if split not in SPLIT_KINDS:
-        from virtual_lab.analysis.observables import _did_you_mean
-
-        raise ValueError(f"The 'split' parameter must be one of {{{', '.join(map(repr, SPLIT_KINDS))}}}. "
-                         f"Got {split!r} instead.{_did_you_mean(split, SPLIT_KINDS)}")
+        check_choice("split", split, SPLIT_KINDS)
     if split == "layer":
         splits = layer_splits(table.rule, n_splits=n_splits, test_fraction=test_fraction, seed=seed)
     else:

@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 
 from virtual_lab.analysis.controls import _time_blocks
-from virtual_lab.analysis.observables import FeatureTable, _check_choice
+from virtual_lab.analysis.observables import FeatureTable
+from virtual_lab.validation import check_choice
 
 __all__ = ["FEATURE_VARIANTS", "feature_set", "feature_set_names", "layer_share", "ratio_to_initial"]
 
@@ -149,7 +150,7 @@ def feature_set(table: FeatureTable, name: str = "paper") -> FeatureTable:
     -------
     FeatureTable
     """
-    _check_choice("features", name, feature_set_names())
+    check_choice("features", name, feature_set_names())
     if name == "paper":
         return table
     variant = FEATURE_VARIANTS[name.split("+")[-1]](table)

@@ -31,10 +31,10 @@ import numpy as np
 
 from virtual_lab.analysis.evaluation import EvaluationResult, cross_validate, evaluate
 from virtual_lab.analysis.generalization import _generalization_splits
-from virtual_lab.analysis.observables import FeatureTable, _did_you_mean
+from virtual_lab.analysis.observables import FeatureTable
 from virtual_lab.analysis.tables import DERIVED_KEYS, metadata_values
 from virtual_lab.stats import percentile_interval, stratified_bootstrap_indices, wilson_interval
-from virtual_lab.validation import check_int
+from virtual_lab.validation import check_int, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class AxisLevels:
 def _axis_column(table: FeatureTable, axis: str) -> np.ndarray:
     keys = sorted({k for meta in table.metadata for k in meta} | set(DERIVED_KEYS) | {"rule", "layer"})
     if axis not in keys:
-        raise ValueError(f"--holdout {axis}: no session has metadata {axis!r}.{_did_you_mean(axis, keys)}")
+        raise ValueError(f"--holdout {axis}: no session has metadata {axis!r}{did_you_mean(axis, keys)}")
     column = metadata_values(table, axis)
     missing = [i for i, v in enumerate(column) if v is None]
     if missing:
@@ -383,17 +383,8 @@ def holdout_table(table: FeatureTable, axis: str, decoder: str | Any = "random_f
     for level, label in enumerate(levels.labels):
         test_networks = np.unique(table.network_id[levels.index == level])
         train_networks = np.unique(table.network_id[levels.index != level])
-        if per_network:
-            rows = [r for r in in_distribution.predictions if r["network_id"] in set(test_networks.tolist())]
-            in_acc = float(np.mean([r["correct"] for r in rows])) if rows else None
-            in_n = len({r["network_id"] for r in rows})
-        else:
-            try:
-                inside = evaluate(table.subset(levels.index == level), decoder, **kwargs)
-                in_acc, in_n = _pooled(inside), inside.n_test_networks
-            except ValueError as error:
-                logger.info("held-out %s %s: no in-distribution accuracy (%s)", axis, label, error)
-                in_acc, in_n = None, 0
+        in_acc, in_n = _inside_level(table, levels.index == level, test_networks, in_distribution, per_network,
+                                     decoder, kwargs, f"{axis} {label}")
         low, high = levels.ranges[level]
         common = dict(label=label, low=low, high=high, position=levels.positions[level],
                       n_test_networks=len(test_networks), n_train_networks=len(train_networks),
@@ -404,17 +395,40 @@ def holdout_table(table: FeatureTable, axis: str, decoder: str | Any = "random_f
             logger.warning("held-out %s %s skipped: %s", axis, label, error)
             out.append(HoldoutLevel(**common, held_out=None, bootstrap95=None, skipped=str(error)))
             continue
-        curves_result = None
-        if curves_index is not None:
-            try:
-                curves_result = _held_out(curves, curves_index, level, decoder, f"{axis} {label}", kwargs)
-            except ValueError as error:
-                logger.info("held-out %s %s, curves alone: %s", axis, label, error)
+        curves_result = None if curves_index is None else _curves_held_out(curves, curves_index, level, decoder,
+                                                                             f"{axis} {label}", kwargs)
         out.append(HoldoutLevel(**common, held_out=result, bootstrap95=_bootstrap(result, n_bootstrap, seed + level),
                                 curves_held_out=curves_result))
     return HoldoutResult(axis=axis, decoder=in_distribution.decoder, features=features, scale=levels.scale,
                          edges=levels.edges, levels=tuple(out), in_distribution=in_distribution,
                          chance=1.0 / len(table.classes))
+
+
+def _inside_level(table: FeatureTable, at_level: np.ndarray, test_networks: np.ndarray,
+                  in_distribution: EvaluationResult, per_network: bool, decoder: str | Any, kwargs: dict[str, Any],
+                  name: str) -> tuple[float | None, int]:
+    """The in-distribution accuracy at one level and its number of test networks: the ordinary
+    cross-validation's predictions of the level's networks (an axis with one value per network), else a
+    cross-validation within the level (None, 0 when it cannot be run)."""
+    if per_network:
+        rows = [r for r in in_distribution.predictions if r["network_id"] in set(test_networks.tolist())]
+        return (float(np.mean([r["correct"] for r in rows])) if rows else None), len({r["network_id"] for r in rows})
+    try:
+        inside = evaluate(table.subset(at_level), decoder, **kwargs)
+    except ValueError as error:
+        logger.info("held-out %s: no in-distribution accuracy (%s)", name, error)
+        return None, 0
+    return _pooled(inside), inside.n_test_networks
+
+
+def _curves_held_out(curves: FeatureTable, curves_index: np.ndarray, level: int, decoder: str | Any, name: str,
+                     kwargs: dict[str, Any]) -> EvaluationResult | None:
+    """The learning curves alone decoded with ``level`` held out (None when that cannot be run)."""
+    try:
+        return _held_out(curves, curves_index, level, decoder, name, kwargs)
+    except ValueError as error:
+        logger.info("held-out %s, curves alone: %s", name, error)
+        return None
 
 
 def _cell(value: float | None, low: float | None = None, high: float | None = None) -> str:

@@ -30,7 +30,6 @@ network observables. NeurIPS 33. arXiv:2010.11765.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -40,6 +39,7 @@ import numpy as np
 from virtual_lab.analysis.observable_stats import _statistics, _transformed
 from virtual_lab.rig.recording import Recording
 from virtual_lab.types import DEPTH_POSITIONS
+from virtual_lab.validation import check_choice, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -50,18 +50,6 @@ GRADAVG_STATISTICS = ("id",)
 
 #: Number of float64 elements processed at once by :func:`compute_observables` (bounds its memory).
 _CHUNK_ELEMENTS = 1 << 22
-
-
-def _did_you_mean(value: object, allowed: Sequence[str]) -> str:
-    close = difflib.get_close_matches(str(value), list(allowed), n=1)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
-def _check_choice(parameter: str, value: object, allowed: Sequence[str]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"The {parameter!r} parameter must be one of {{{', '.join(map(repr, allowed))}}}. "
-                         f"Got {value!r} instead.{_did_you_mean(value, allowed)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -88,10 +76,10 @@ class Observable:
     statistic: str
 
     def __post_init__(self) -> None:
-        _check_choice("measure", self.measure, MEASURES)
-        _check_choice("function", self.function, FUNCTIONS)
+        check_choice("measure", self.measure, MEASURES)
+        check_choice("function", self.function, FUNCTIONS)
         allowed = GRADAVG_STATISTICS if self.measure == "gradavg" else STATISTICS
-        _check_choice(f"statistic (for measure {self.measure!r})", self.statistic, allowed)
+        check_choice(f"statistic (for measure {self.measure!r})", self.statistic, allowed)
 
     @property
     def name(self) -> str:
@@ -103,7 +91,7 @@ class Observable:
         """Look up an observable by its paper name (``"actraw_norm"``); unknown names suggest the closest."""
         found = _BY_NAME.get(name)
         if found is None:
-            raise ValueError(f"Unknown observable {name!r}.{_did_you_mean(name, list(_BY_NAME))}")
+            raise ValueError(f"unknown observable {name!r}{did_you_mean(name, list(_BY_NAME))}")
         return found
 
 
@@ -148,7 +136,7 @@ def _as_observables(observables: Iterable[Observable | str]) -> tuple[Observable
 def _check_statistics(statistics: Iterable[str]) -> frozenset[str]:
     wanted = frozenset(statistics)
     for name in sorted(wanted - set(STATISTICS)):
-        _check_choice("statistic", name, STATISTICS)
+        check_choice("statistic", name, STATISTICS)
     return wanted
 
 

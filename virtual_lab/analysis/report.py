@@ -415,28 +415,39 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
     Path
         The Markdown report.
     """
-    from virtual_lab.analysis.behaviour import behaviour_markdown
-
     protocol = result.protocol
     folder = Path(result.output_dir) / "report"
     folder.mkdir(parents=True, exist_ok=True)
-    figures = {
-        "accuracy": plot_accuracy(result.evaluations, folder / "accuracy.png"),
-        "confusion": plot_confusions(result.evaluations, folder / "confusion.png"),
-        "learning_curves": plot_learning_curves(ground_truths, folder / "learning_curves.png"),
-    }
+    plot_accuracy(result.evaluations, folder / "accuracy.png")
+    plot_confusions(result.evaluations, folder / "confusion.png")
+    plot_learning_curves(ground_truths, folder / "learning_curves.png")
     by_rule: dict[str, int] = {}
     for gt in ground_truths:
         by_rule[gt.rule] = by_rule.get(gt.rule, 0) + 1
     rates = learning_rates(protocol, ground_truths)
-    rows = _table_rows(result.evaluations)
-    rigs = {r.name: r for r in protocol.rig}
     sweep = getattr(result, "sweep", None)
     caveats = list(getattr(getattr(sweep, "plan", None), "caveats", ()) or ())
+    summary = _summary(result, by_rule, rates, caveats)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    _write_predictions(result.evaluations, folder / "predictions.csv")
+    md = _report_markdown(result, ground_truths, by_rule, rates, caveats)
+    md_path = folder / "report.md"
+    md_path.write_text("\n".join(md))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{max-width:100%}"
+             "p.caption{font-size:13px;color:#333;max-width:900px}")
+    (folder / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>"
+                                        f"{html.escape(protocol.name)}</title><style>{style}</style></head><body>"
+                                        f"{markdown_to_html(md)}</body></html>")
+    return md_path
 
-    summary = {
-        "protocol": protocol.name,
-        "protocol_file": protocol.source,
+
+def _summary(result: Any, by_rule: dict[str, int], rates: dict[str, Any], caveats: list[str]) -> dict[str, Any]:
+    """Every number of the report (``summary.json``): sessions, rates, rigs, evaluations, timings, controls."""
+    rigs = {r.name: r for r in result.protocol.rig}
+    return {
+        "protocol": result.protocol.name,
+        "protocol_file": result.protocol.source,
         "n_sessions": len(result.session_paths),
         "n_trained": result.n_trained,
         "n_reused": result.n_reused,
@@ -452,16 +463,22 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         "beyond_behaviour": _extras(result.evaluations).get("beyond_behaviour"),
         "caveats": caveats,
     }
-    (folder / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    with open(folder / "predictions.csv", "w") as fh:
+
+
+def _write_predictions(evaluations: Sequence[dict[str, Any]], path: Path) -> None:
+    """``predictions.csv``: one row per (evaluation, split, test network)."""
+    with open(path, "w") as fh:
         fh.write("rig,decoder,control,split,network_id,rule,predicted_rule,n_layers,correct\n")
-        for e in result.evaluations:
+        for e in evaluations:
             for row in e["result"].predictions:
                 fh.write(f"{e['rig']},{e['decoder']},{e['control']},{row['split']},{row['network_id']},"
                          f"{row['rule']},{row['predicted_rule']},{row['n_layers']},{int(row['correct'])}\n")
 
+
+def _rig_lines(rigs: Sequence[Any]) -> list[str]:
+    """One Markdown list item per rig of the protocol: what it keeps and adds."""
     rig_lines = []
-    for r in protocol.rig:
+    for r in rigs:
         parts = []
         if r.n_units:
             parts.append(f"{r.n_units} units per layer")
@@ -474,7 +491,17 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         if r.n_checkpoints:
             parts.append(f"{r.n_checkpoints} {r.checkpoint_spacing} checkpoints")
         rig_lines.append(f"- **{r.name}**: " + (", ".join(parts) if parts else "every unit, synapse and checkpoint, no noise"))
+    return rig_lines
 
+
+def _report_markdown(result: Any, ground_truths: Sequence[GroundTruth], by_rule: dict[str, int],
+                     rates: dict[str, Any], caveats: list[str]) -> list[str]:
+    """The lines of ``report.md``: the networks, the rigs, the accuracy table, the figures with their captions,
+    the controls and what the recording adds over behaviour."""
+    from virtual_lab.analysis.behaviour import behaviour_markdown
+
+    protocol = result.protocol
+    rows = _table_rows(result.evaluations)
     md = [f"# virtual_lab report: {protocol.name}", ""]
     if protocol.description:
         md += [protocol.description, ""]
@@ -493,7 +520,7 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         "network (mean class probability). Mean ± s.e.m. over splits.",
         "",
         *(["## Caveats", "", *[f"- {c}" for c in caveats], ""] if caveats else []),
-        "## Rig settings", "", *rig_lines, "",
+        "## Rig settings", "", *_rig_lines(protocol.rig), "",
         "## Accuracy", "",
         "| " + " | ".join(_HEADER) + " |",
         "|" + "---|" * len(_HEADER),
@@ -520,13 +547,4 @@ def write_report(result: Any, ground_truths: Sequence[GroundTruth]) -> Path:
         *behaviour_markdown([_extras(result.evaluations).get("beyond_behaviour")]),
         "Files: `summary.json` (all numbers), `predictions.csv` (one row per split x test network).", "",
     ]
-    md_path = folder / "report.md"
-    md_path.write_text("\n".join(md))
-
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}img{max-width:100%}"
-             "p.caption{font-size:13px;color:#333;max-width:900px}")
-    (folder / "report.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>"
-                                        f"{html.escape(protocol.name)}</title><style>{style}</style></head><body>"
-                                        f"{markdown_to_html(md)}</body></html>")
-    return md_path
+    return md

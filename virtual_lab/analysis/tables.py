@@ -23,7 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from virtual_lab.analysis.observables import FeatureTable, _did_you_mean
+from virtual_lab.analysis.observables import FeatureTable
+from virtual_lab.validation import did_you_mean
 
 __all__ = ["DERIVED_KEYS", "Filter", "concat_tables", "derived_value", "filter_mask", "metadata_values", "parse_filter",
            "with_metadata"]
@@ -218,8 +219,8 @@ def filter_mask(table: FeatureTable, filters: Sequence[str | Filter] | str | Non
     for item in filters:
         f = parse_filter(item)
         if f.key not in keys:
-            raise ValueError(f"unknown metadata key {f.key!r} in filter {str(f)!r}.{_did_you_mean(f.key, keys)} "
-                             f"Keys: {', '.join(keys)}")
+            raise ValueError(f"unknown metadata key {f.key!r} in filter {str(f)!r}{did_you_mean(f.key, keys)} "
+                             f"(keys: {', '.join(keys)})")
         column = metadata_values(table, f.key)
         if f.op == "=":
             match = np.array([any(_equal(v, w) for w in f.values) for v in column], dtype=bool)

@@ -12,7 +12,7 @@ import logging
 import sys
 
 #: Subcommand modules, in the order ``virtual-lab --help`` lists them.
-MODULES = ("record", "decode", "power", "status", "bench", "protocols", "rigs")
+MODULES = ("check", "record", "decode", "identify", "calibrate", "power", "status", "bench", "protocols", "rigs")
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

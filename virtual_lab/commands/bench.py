@@ -14,8 +14,10 @@ from virtual_lab.commands import configure_logging, run_parsed
 
 DESCRIPTION = ("Measure network-steps/s of the batched population engine against a one-network-at-a-time "
                "nn.Module + torch.optim reference on the same networks, the engine's FLOP/s against the "
-               "measured float32 matmul peak, and the cost of checkpoint recording; write JSON.")
+               "measured float32 matmul peak, and the cost of checkpoint recording (loss on the evaluation "
+               "subset and on the whole training set); write JSON.")
 EPILOG = ("example:\n  virtual-lab bench --threads 2 --output bench.json\n"
+          "  virtual-lab bench --decode recordings/quickstart   # also: decode with an empty, then a warm cache\n"
           "  python -m virtual_lab.commands.bench --architectures mlp --networks 16 --epochs 2")
 
 
@@ -32,6 +34,12 @@ def _run(args: argparse.Namespace) -> int:
     unknown = [a for a in architectures if a not in ("mlp", "cnn")]
     if not architectures or unknown:
         raise ValueError(f"--architectures must list mlp and/or cnn, got {args.architectures!r}")
+    if args.eval_subset is not None and args.eval_subset < 0:
+        raise ValueError(f"--eval-subset must be >= 0 (0 = the whole training set), got {args.eval_subset}")
+    if args.decode is not None and not args.decode.exists():
+        raise ValueError(f"--decode {args.decode}: no such file or folder of sessions")
+    if args.decode_repeats < 1:
+        raise ValueError(f"--decode-repeats must be >= 1, got {args.decode_repeats}")
     import torch
 
     threads = torch.get_num_threads()
@@ -48,11 +56,76 @@ def _run(args: argparse.Namespace) -> int:
             hidden_sizes=hidden, batch_size=args.batch_size, n_epochs=args.cnn_epochs if conv else args.epochs,
             n_threads=args.threads, device=args.device,
             n_reference_networks=min(args.reference_networks, 4) if conv else args.reference_networks,
-            n_reference_steps=args.reference_steps, peak_size=args.peak_size, peak=peak)
+            n_reference_steps=args.reference_steps, peak_size=args.peak_size, peak=peak,
+            eval_subset=args.eval_subset)
         print(format_benchmark(results[architecture]))
+    if args.decode is not None:
+        results["decode"] = decode_timings(args.decode, args.decode_repeats)
+        d = results["decode"]
+        print(f"decode {args.decode}: {d['first_s']:.1f} s with an empty observable cache, {d['second_s']:.1f} s "
+              f"with the cache it wrote ({d['speedup']:.2f}x; features {d['first_features_s']:.1f} s -> "
+              f"{d['second_features_s']:.1f} s); medians of {d['repeats']}")
     path = write_benchmark(results, args.output)
     print(f"written: {path}")
     return 0
+
+
+def decode_timings(recordings: Path, repeats: int = 3, decode_args: Sequence[str] = ()) -> dict:
+    """Wall-clock seconds of ``virtual-lab decode RECORDINGS`` (default decoder) run twice in a row with a fresh
+    observable cache: first with the cache empty, then with the cache the first run wrote.
+
+    Each run is its own process (imports included, as a user sees it); the cache and the outputs go to a
+    temporary folder, so the recordings' own cache is neither used nor changed.
+
+    Parameters
+    ----------
+    recordings : Path
+        Session files or a folder of them.
+    repeats : int, default=3
+        Pairs of runs; the figures are medians.
+    decode_args : sequence of str, default=()
+        Further options of every decode run (default: none, the default decoder and analyses).
+
+    Returns
+    -------
+    dict
+        ``first_s``, ``second_s``, ``speedup`` (first / second), ``first_features_s`` and ``second_features_s``
+        (reading sessions and computing observables, from each run's ``summary.json``), every run's figures
+        (``runs``) and ``repeats``.
+
+    Raises
+    ------
+    OSError
+        A decode run failed (its last line of error output is in the message).
+    """
+    import json
+    import statistics
+    import subprocess
+    import tempfile
+    import time
+
+    runs = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(prefix="virtual-lab-bench-decode-") as tmp:
+            pair = {}
+            for label in ("first", "second"):
+                output = Path(tmp) / label
+                command = [sys.executable, "-m", "virtual_lab", "decode", str(recordings), "--cache-dir",
+                           str(Path(tmp) / "cache"), "--output-dir", str(output), "-q", *decode_args]
+                started = time.perf_counter()
+                done = subprocess.run(command, capture_output=True, text=True)
+                elapsed = time.perf_counter() - started
+                if not (output / "summary.json").is_file():  # exit status 1 with a summary: files were skipped
+                    lines = (done.stderr or done.stdout).strip().splitlines() or ["no output"]
+                    raise OSError(f"virtual-lab decode {recordings} failed (exit status {done.returncode}): "
+                                  f"{lines[-1]}")
+                summary = json.loads((output / "summary.json").read_text())
+                pair[f"{label}_s"] = elapsed
+                pair[f"{label}_features_s"] = summary["timings_s"]["features"]
+            runs.append(pair)
+    median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+    return {"recordings": str(recordings), "repeats": repeats, **median,
+            "speedup": median["first_s"] / median["second_s"], "runs": runs}
 
 
 def add_parser(subparsers) -> None:
@@ -79,6 +152,14 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="steps per reference network (default 100)")
     parser.add_argument("--peak-size", type=int, default=1024,
                         help="side of the square matmul that measures the peak (default 1024)")
+    parser.add_argument("--eval-subset", type=int, default=None,
+                        help="training examples of the recorded loss (default: the protocols' [training] "
+                             "eval_subset; 0 = the whole training set)")
+    parser.add_argument("--decode", type=Path, default=None, metavar="RECORDINGS",
+                        help="also time 'virtual-lab decode RECORDINGS' with an empty observable cache and again "
+                             "with the cache it wrote (a temporary cache; the recordings are not changed)")
+    parser.add_argument("--decode-repeats", type=int, default=3,
+                        help="pairs of decode runs whose medians are reported (default 3)")
     parser.add_argument("--output", type=Path, default=Path("bench.json"), help="JSON output (default bench.json)")
     parser.set_defaults(func=_run)
 

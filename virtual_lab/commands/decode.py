@@ -13,6 +13,8 @@ Writes into ``--output-dir`` (default ``<first RECORDINGS folder>/decode``):
   test networks, in-distribution accuracy, held-out accuracy with Wilson and bootstrap intervals,
   interpolation or extrapolation, the learning curves' held-out accuracy), ``holdout.json`` and
   ``holdout_<AXIS>.png`` (:mod:`virtual_lab.analysis.holdout`);
+- with ``--save MODEL.skops``: the first decoder refitted on every network, with what ``virtual-lab identify``
+  needs to ask it about a recording (:mod:`virtual_lab.analysis.saved_model`);
 - unless ``--no-behaviour``: what the recording adds over behaviour (learning curves alone, observables
   alone, both, and both within performance-matched networks; :mod:`virtual_lab.analysis.behaviour`),
   printed and in ``summary.json`` under ``beyond_behaviour``.
@@ -21,11 +23,10 @@ Writes into ``--output-dir`` (default ``<first RECORDINGS folder>/decode``):
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                "  virtual-lab decode recordings/quickstart --holdout learning_rate_scale "
                "--decoder random_forest --decoder linear_svm\n"
                "  virtual-lab decode recordings/robust --holdout learning_rate_scale --holdout-bins 8 "
-               "--features paper --features paper+ratio",
+               "--features paper --features paper+ratio\n"
+               "  virtual-lab decode recordings/quickstart --rig 2p-gcamp6s --save model.skops   # for identify",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recordings", nargs="+", type=Path, help="session files or folders of them")
     parser.add_argument("--rig", action="append", default=None, metavar="PRESET",
@@ -101,20 +103,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                              "commas (e.g. actraw_mean,actabs_norm); a rig preset keeps those of what it "
                              "measures (activity for imaging and electrophysiology, weights for EM and spines), "
                              "and a name it cannot measure is an error")
+    _add_run_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Seeds, processes, the observable cache, bad inputs, output and ``--save``."""
     parser.add_argument("--n-permutations", type=int, default=100, help="for --control permutation (default 100)")
     parser.add_argument("--cluster-method", default="kmeans", choices=("kmeans", "gmm"))
     parser.add_argument("--seed", type=int, default=0, help="seed of splits, decoders, shuffles (default 0)")
     parser.add_argument("--rig-seed", type=int, default=0, help="seed of the rig presets (default 0)")
     parser.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compute every session's observables anew and store none (default: read and write "
+                             "the cache in RECORDINGS/.cache/observables, keyed by each session's content hash, "
+                             "rig, rig seed, observables and code version)")
+    parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
+                        help="folder of the observable cache (default RECORDINGS/.cache/observables)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first input file that is not a complete, readable session (default: "
+                             "skip it with a warning, list it in summary.json and exit with status 1)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress")
     parser.add_argument("--output-dir", type=Path, default=None, help="where to write (default RECORDINGS/decode)")
-    parser.set_defaults(func=run)
-    return parser
+    parser.add_argument("--save", type=Path, default=None, metavar="MODEL.skops",
+                        help="store the first decoder (first rig and feature set) fitted on every network, with its "
+                             "observables, rig, population, cross-validated confusion and an out-of-distribution "
+                             "threshold, for 'virtual-lab identify' (skops format)")
 
 
 def _controls(requested: list[str]) -> list[str]:
     from virtual_lab.analysis.controls import CONTROLS
-    from virtual_lab.analysis.observables import _check_choice
+    from virtual_lab.validation import check_choice as _check_choice
 
     allowed = (*CONTROLS, CLUSTER_CONTROL, "all")
     out: list[str] = []
@@ -171,28 +191,32 @@ def _rows(analysis: str, rig: str, decoder: str, control: str, target: str, resu
     return rows
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``virtual-lab decode``."""
-    from virtual_lab.analysis.clustering import cluster_runs, plot_embedding
-    from virtual_lab.analysis.controls import run_control
-    from virtual_lab.analysis.decoders import make_decoder
-    from virtual_lab.analysis.evaluation import evaluate
-    from virtual_lab.analysis.generalization import generalize
-    from virtual_lab.analysis.permutation import PermutationResult
-    from virtual_lab.analysis.session_tables import _complete_files, align_tables, rig_observables, tables_from_sessions
-    from virtual_lab.analysis.behaviour import behaviour_markdown, beyond_behaviour
-    from virtual_lab.analysis.controls import performance_table
-    from virtual_lab.analysis.feature_variants import feature_set, feature_set_names
-    from virtual_lab.analysis.observables import _check_choice
-    from virtual_lab.analysis.tables import concat_tables
+@dataclass
+class _Settings:
+    """The checked command line: what to decode, how, and where to write."""
 
-    started = time.perf_counter()
+    decoders: list[str]
+    feature_sets: list[str]
+    holdouts: list[str]
+    filtered: bool
+    controls: list[str]
+    rigs: list[str]
+    n_jobs: int
+    output: Path
+
+
+def _check_arguments(args: argparse.Namespace) -> _Settings:
+    """Every check of the command line, before any session is read (one ``ValueError`` line each)."""
+    from virtual_lab.analysis.decoders import make_decoder
+    from virtual_lab.analysis.feature_variants import feature_set_names
+    from virtual_lab.validation import check_choice
+
     decoders = list(dict.fromkeys(args.decoder or ["random_forest"]))
     for name in decoders:
         make_decoder(name)  # did-you-mean on typos, before any work
     feature_sets = list(dict.fromkeys(args.features or ["paper"]))
     for name in feature_sets:
-        _check_choice("features", name, feature_set_names())
+        check_choice("features", name, feature_set_names())
     holdouts = list(dict.fromkeys(args.holdout or []))
     filtered = args.train_filter is not None or args.test_filter is not None
     if holdouts and filtered:
@@ -201,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--holdout-bins needs --holdout and at least 2 bins")
     controls = _controls(args.control)
     rigs = list(dict.fromkeys(args.rig or ["full"]))
+    if args.save is not None:
+        from virtual_lab.analysis.saved_model import check_savable
+
+        check_savable(decoders[0], filtered, args.save)
     if "rig" in holdouts and len(rigs) < 2:
         raise ValueError("--holdout rig trains on one rig preset's observations and tests on another's: give at "
                          "least two --rig")
@@ -209,250 +237,180 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{flag} must be >= 1, got {value}")
     if not 0 < args.test_fraction < 1:
         raise ValueError(f"--test-fraction must lie strictly between 0 and 1, got {args.test_fraction}")
-    n_jobs = args.jobs or max(1, os.cpu_count() or 1)
-    output = args.output_dir or (args.recordings[0] if args.recordings[0].is_dir() else args.recordings[0].parent) / "decode"
-    output.mkdir(parents=True, exist_ok=True)
+    if args.no_cache and args.cache_dir is not None:
+        raise ValueError("--no-cache and --cache-dir contradict each other: give one of them")
+    first = args.recordings[0]
+    output = args.output_dir or (first if first.is_dir() else first.parent) / "decode"
+    return _Settings(decoders, feature_sets, holdouts, filtered, controls, rigs,
+                     n_jobs=args.jobs or max(1, os.cpu_count() or 1), output=output)
 
+
+class _Collector:
+    """The analyses of one ``decode`` and the tidy rows of ``decode.csv``."""
+
+    def __init__(self, meta_by_network: dict[str, dict], features: str):
+        self.meta_by_network, self.features = meta_by_network, features
+        self.analyses: list[dict] = []
+        self.rows: list[dict] = []
+
+    def record(self, analysis: str, rig: str, decoder: str, control: str, target: str, result: Any,
+               features: str | None = None) -> None:
+        from virtual_lab.analysis.permutation import PermutationResult
+
+        features = features or self.features
+        self.analyses.append({"analysis": analysis, "rig": rig, "decoder": decoder, "features": features,
+                              "control": control, "target": target, "result": result, "summary": result.summary()})
+        if not isinstance(result, PermutationResult):
+            self.rows.extend(_rows(analysis, rig, decoder, control, target, result, self.meta_by_network, features))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``virtual-lab decode``."""
+    from virtual_lab.analysis.feature_variants import feature_set
+    from virtual_lab.analysis.observable_cache import default_cache_dir
+    from virtual_lab.analysis.session_tables import rig_observables, tables_from_sessions
+    from virtual_lab.commands.decode_output import holdouts, print_results, write_outputs
+    from virtual_lab.sessions import find_sessions
+
+    started = time.perf_counter()
+    settings = _check_arguments(args)
+    settings.output.mkdir(parents=True, exist_ok=True)
     observables, named = _observables(args.observables)
-    paths = [str(p) for p in _complete_files([str(p) for p in args.recordings])]  # damaged files: warned once
-    chosen = rig_observables(paths[0], rigs, observables, explicit=named, seed=args.rig_seed)
+    found = find_sessions([str(p) for p in args.recordings], kind="any", strict=args.strict)  # bad files: warned
+    paths = [str(p) for p in sorted(found.complete)]
+    skipped = list(found.bad)  # and the sessions that fail to read below: listed, exit status 1
+    chosen = rig_observables(paths, settings.rigs, observables, explicit=named, seed=args.rig_seed)
     for _, note in chosen.values():
         if note:
             print(note)  # e.g. "rig 2p-gcamp6s measures activity only: using its 8 activity observables ..."
-    controls = _measured_controls(controls, set(args.control) - {"all"}, rigs[0], chosen[rigs[0]][0])
-    tables, curves = tables_from_sessions(paths, rigs, {rig: kept for rig, (kept, _) in chosen.items()},
-                                          seed=args.rig_seed, n_jobs=n_jobs)
+    settings.controls = _measured_controls(settings.controls, set(args.control) - {"all"}, settings.rigs[0],
+                                           chosen[settings.rigs[0]][0])
+    cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir(args.recordings[0]))
+    cache_stats: dict = {}
+    tables, curves = tables_from_sessions(paths, settings.rigs, {rig: kept for rig, (kept, _) in chosen.items()},
+                                          seed=args.rig_seed, n_jobs=settings.n_jobs, strict=args.strict,
+                                          skipped=skipped, cache_dir=cache_dir, cache_stats=cache_stats)
     t_features = time.perf_counter() - started
-    meta_by_network = {str(nid): dict(meta) for t in tables.values() for nid, meta in zip(t.network_id, t.metadata)}
-    kwargs = dict(n_splits=args.n_splits, test_fraction=args.test_fraction, seed=args.seed, n_jobs=n_jobs,
+    kwargs = dict(n_splits=args.n_splits, test_fraction=args.test_fraction, seed=args.seed, n_jobs=settings.n_jobs,
                   param_grid=args.grid)
-    views = {name: {rig: feature_set(table, name) for rig, table in tables.items()} for name in feature_sets}
-    analyses: list[dict] = []
-    rows: list[dict] = []
-    extras: dict[str, Any] = {}
+    views = {name: {rig: feature_set(table, name) for rig, table in tables.items()} for name in settings.feature_sets}
+    collector = _Collector({str(nid): dict(meta) for t in tables.values() for nid, meta in zip(t.network_id, t.metadata)},
+                           settings.feature_sets[0])
+    main_results = _decode(args, settings, views, curves, kwargs, collector)
+    if args.save is not None:
+        _save(args, settings, views, main_results, paths)
+    holdout_summaries = holdouts(args, settings.holdouts, settings.rigs, settings.feature_sets, views, curves,
+                                 settings.decoders, main_results, kwargs, collector.record, settings.output)
+    extras = _behaviour_and_controls(args, settings, tables, views, curves, main_results, kwargs, collector)
+    elapsed = time.perf_counter() - started
+    summary = {
+        "recordings": [str(p) for p in args.recordings], "rigs": settings.rigs, "decoders": settings.decoders,
+        "controls": settings.controls, "train_filter": args.train_filter, "test_filter": args.test_filter,
+        "holdout": settings.holdouts, "holdout_bins": args.holdout_bins, "features": settings.feature_sets,
+        "grid": args.grid, "n_splits": args.n_splits, "test_fraction": args.test_fraction, "seed": args.seed,
+        "rig_seed": args.rig_seed, "n_networks": {rig: int(len(set(t.network_id.tolist()))) for rig, t in tables.items()},
+        "analyses": [{k: v for k, v in a.items() if k != "result"} for a in collector.analyses], **extras,
+        **({"holdout_results": holdout_summaries} if settings.holdouts else {}),
+        "skipped": [{"path": str(f.path), "kind": f.kind, "reason": f.reason} for f in skipped],
+        "timings_s": {"features": t_features, "total": elapsed},
+        "observable_cache": {"dir": None if cache_dir is None else str(cache_dir), **cache_stats},
+    }
+    write_outputs(settings.output, collector.rows, summary, collector.analyses, TABLE_COLUMNS)
+    return print_results(collector.analyses, extras, len(collector.rows), settings.output, elapsed, t_features,
+                         skipped)
+
+
+def _decode(args: argparse.Namespace, settings: _Settings, views: dict[str, dict[str, Any]], curves: dict[str, list],
+            kwargs: dict[str, Any], collector: _Collector) -> dict[tuple[str, str, str], Any]:
+    """The main analyses (or, with filters, the train/test generalization); returns the main results by (rig,
+    features, decoder)."""
+    import dataclasses
+
+    from virtual_lab.analysis.controls import performance_table
+    from virtual_lab.analysis.evaluation import evaluate
+    from virtual_lab.analysis.generalization import generalize
+    from virtual_lab.analysis.session_tables import align_tables
+    from virtual_lab.analysis.tables import concat_tables
+
     main_results: dict[tuple[str, str, str], Any] = {}
-
-    def record(analysis: str, rig: str, decoder: str, control: str, target: str, result: Any,
-               features: str = feature_sets[0]) -> None:
-        analyses.append({"analysis": analysis, "rig": rig, "decoder": decoder, "features": features,
-                         "control": control, "target": target, "result": result, "summary": result.summary()})
-        if not isinstance(result, PermutationResult):
-            rows.extend(_rows(analysis, rig, decoder, control, target, result, meta_by_network, features))
-
-    for rig in tables:
-        if filtered and len(rigs) > 1:
-            break  # train/test across rigs below
-        for features in feature_sets:
-            for decoder in decoders:
+    across_rigs = settings.filtered and len(settings.rigs) > 1
+    for rig in ([] if across_rigs else views[settings.feature_sets[0]]):
+        for features in settings.feature_sets:
+            for decoder in settings.decoders:
                 table = views[features][rig]
-                if filtered:
+                if settings.filtered:
                     result = generalize(table, args.train_filter, args.test_filter, decoder, **kwargs)
-                    record("generalization", rig, decoder, "", "rule", result, features)
+                    collector.record("generalization", rig, decoder, "", "rule", result, features)
                 else:
                     main_results[(rig, features, decoder)] = evaluate(table, decoder, **kwargs)
-                    record("main", rig, decoder, "", "rule", main_results[(rig, features, decoder)], features)
-        if filtered and not args.no_behaviour:  # the same test on the learning curves alone
-            for decoder in decoders:
+                    collector.record("main", rig, decoder, "", "rule", main_results[(rig, features, decoder)], features)
+        if settings.filtered and not args.no_behaviour:  # the same test on the learning curves alone
+            for decoder in settings.decoders:
                 try:
                     result = generalize(performance_table(curves[rig]), args.train_filter, args.test_filter, decoder,
                                         **kwargs)
                 except ValueError as error:
                     print(f"learning curves alone under the same filters: skipped ({error})")
                     break
-                record("generalization", rig, decoder, "learning curves alone", "rule", result, "curves")
-    if filtered and len(rigs) > 1:
-        for features in feature_sets:
+                collector.record("generalization", rig, decoder, "learning curves alone", "rule", result, "curves")
+    if across_rigs:
+        for features in settings.feature_sets:
             aligned, note = align_tables(views[features])
             combined = concat_tables(list(aligned.values()))
-            for decoder in decoders:
+            for decoder in settings.decoders:
                 result = generalize(combined, args.train_filter, args.test_filter, decoder, **kwargs)
                 if note:
-                    import dataclasses
-
                     result = dataclasses.replace(result, notes=result.notes + (note,))
-                record("generalization", "+".join(rigs), decoder, "", "rule", result, features)
-    holdout_summaries = _holdouts(args, holdouts, rigs, feature_sets, views, curves, decoders, main_results, kwargs,
-                                  record, output)
+                collector.record("generalization", "+".join(settings.rigs), decoder, "", "rule", result, features)
+    return main_results
 
+
+def _save(args: argparse.Namespace, settings: _Settings, views: dict[str, dict[str, Any]],
+          main_results: dict[tuple[str, str, str], Any], paths: list[str]) -> None:
+    """``--save``: the main analysis's first decoder, refitted on every network."""
+    from virtual_lab.analysis.saved_model import save_decoder
+
+    rig, features, decoder = settings.rigs[0], settings.feature_sets[0], settings.decoders[0]
+    saved, _ = save_decoder(args.save, views[features][rig], decoder, main_results[(rig, features, decoder)],
+                            rig=rig, rig_seed=args.rig_seed, session=paths[0], features=features, seed=args.seed,
+                            n_splits=args.n_splits, test_fraction=args.test_fraction, param_grid=args.grid,
+                            recordings=[str(p) for p in args.recordings])
+    print(f"saved the {decoder} decoder (rig {rig}, features {features}, "
+          f"{saved.metadata['population']['n_networks']} networks; out-of-distribution threshold "
+          f"{saved.ood.threshold:.2f}) to {args.save}")
+
+
+def _behaviour_and_controls(args: argparse.Namespace, settings: _Settings, tables: dict[str, Any],
+                            views: dict[str, dict[str, Any]], curves: dict[str, list],
+                            main_results: dict[tuple[str, str, str], Any], kwargs: dict[str, Any],
+                            collector: _Collector) -> dict[str, Any]:
+    """What the recording adds over behaviour, then the requested controls (clustering per rig) on the first rig
+    with the first decoder; returns the summary's extra entries."""
+    from virtual_lab.analysis.behaviour import beyond_behaviour
+    from virtual_lab.analysis.clustering import cluster_runs, plot_embedding
+    from virtual_lab.analysis.controls import run_control
+
+    extras: dict[str, Any] = {}
     first_rig = next(iter(tables))
-    first_table = views[feature_sets[0]][first_rig]
-    if not filtered and not args.no_behaviour:
+    first_table = views[settings.feature_sets[0]][first_rig]
+    if not settings.filtered and not args.no_behaviour:
         extras["beyond_behaviour"] = [
             beyond_behaviour(first_table, curves[first_rig], decoder, rig=first_rig,
-                             observables_result=main_results[(first_rig, feature_sets[0], decoder)], **kwargs).summary()
-            for decoder in decoders]
-    decoder = decoders[0]
-    for name in controls:
+                             observables_result=main_results[(first_rig, settings.feature_sets[0], decoder)],
+                             **kwargs).summary()
+            for decoder in settings.decoders]
+    decoder = settings.decoders[0]
+    for name in settings.controls:
         if name == CLUSTER_CONTROL:
             for rig in tables:
-                clustering = cluster_runs(views[feature_sets[0]][rig], method=args.cluster_method, seed=args.seed)
+                clustering = cluster_runs(views[settings.feature_sets[0]][rig], method=args.cluster_method,
+                                          seed=args.seed)
                 extras.setdefault("clustering", {})[rig] = clustering.summary()
-                plot_embedding(clustering, output / f"embedding_{rig}.png")
+                plot_embedding(clustering, settings.output / f"embedding_{rig}.png")
             continue
         for label, result in run_control(name, first_table, decoder, recordings=curves[first_rig],
                                          n_permutations=args.n_permutations, **kwargs):
-            target = "family" if name == "family" else "rule"
-            record("control", first_rig, decoder, label, target, result)
-    elapsed = time.perf_counter() - started
-
-    with open(output / "decode.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=TABLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    summary = {
-        "recordings": [str(p) for p in args.recordings], "rigs": rigs, "decoders": decoders, "controls": controls,
-        "train_filter": args.train_filter, "test_filter": args.test_filter, "holdout": holdouts,
-        "holdout_bins": args.holdout_bins, "features": feature_sets, "grid": args.grid,
-        "n_splits": args.n_splits, "test_fraction": args.test_fraction, "seed": args.seed,
-        "rig_seed": args.rig_seed, "n_networks": {rig: int(len(set(t.network_id.tolist()))) for rig, t in tables.items()},
-        "analyses": [{k: v for k, v in a.items() if k != "result"} for a in analyses], **extras,
-        **({"holdout_results": holdout_summaries} if holdouts else {}),
-        "timings_s": {"features": t_features, "total": elapsed},
-    }
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    _figures(analyses, output)
-    for a in analyses:
-        if a["analysis"] == "holdout":
-            continue  # in the generalization table printed above
-        s = a["summary"]
-        control = a["control"] or ("-" if a["features"] == "paper" else f"features {a['features']}")
-        label = f"{a['analysis']:<14} {a['rig']:<14} {a['decoder']:<14} {control:<22}"
-        if isinstance(a["result"], PermutationResult):
-            print(f"{label} observed {s['observed']:.3f}  null {s['null_mean']:.3f}  p = {s['p_value']:.4f}")
-        else:
-            lo, hi = s["network_accuracy_wilson95"]
-            print(f"{label} layer acc {s['layer_accuracy_mean']:.3f} +/- {s['layer_accuracy_sem'] or 0:.3f}  "
-                  f"network acc {s['network_accuracy_mean']:.3f} +/- {s['network_accuracy_sem'] or 0:.3f} "
-                  f"[{lo:.2f}, {hi:.2f}]  (chance {s['chance']:.2f}, {s['n_networks']} networks)")
-    for rig, scores in extras.get("clustering", {}).items():
-        text = ", ".join(f"{k} ARI {v['ari']:.2f} NMI {v['nmi']:.2f}" for k, v in scores["scores"].items()
-                         if v["ari"] is not None)
-        print(f"clustering     {rig:<14} {text}")
-    if extras.get("beyond_behaviour"):
-        print("\nwhat the recording adds over behaviour (same decoder, same network-grouped splits):")
-        print("\n".join(behaviour_markdown(extras["beyond_behaviour"])[4:]))
-    print(f"wrote {output / 'decode.csv'} ({len(rows)} rows), summary.json and figures in {elapsed:.0f} s "
-          f"(features {t_features:.0f} s)")
-    return 0
+            collector.record("control", first_rig, decoder, label, "family" if name == "family" else "rule", result)
+    return extras
 
 
-def _holdouts(args: argparse.Namespace, axes: list[str], rigs: list[str], feature_sets: list[str],
-              views: dict[str, dict[str, Any]], curves: dict[str, list], decoders: list[str],
-              main_results: dict[tuple[str, str, str], Any], kwargs: dict[str, Any], record: Any,
-              output: Path) -> list[dict]:
-    """``--holdout``: every axis x rig x feature set x decoder; prints the generalization table of each axis
-    and writes ``holdout_<axis>.csv`` / ``.png`` and ``holdout.json``. Returns the summaries."""
-    import re
-
-    from virtual_lab.analysis.controls import performance_table
-    from virtual_lab.analysis.holdout import holdout_levels, holdout_markdown, holdout_table, plot_holdout
-    from virtual_lab.analysis.session_tables import align_tables
-    from virtual_lab.analysis.tables import concat_tables
-
-    summaries: list[dict] = []
-    for axis in axes:
-        if axis == "rig":  # one network seen by every preset: stack the rigs' tables, hold out one preset
-            targets = [("+".join(rigs), {f: concat_tables(list(align_tables(views[f])[0].values()))
-                                         for f in feature_sets}, None)]
-        else:
-            targets = [(rig, {f: views[f][rig] for f in feature_sets}, curves[rig]) for rig in rigs]
-        name = re.sub(r"[^\w.-]", "_", axis)
-        try:  # an axis the sessions do not vary in: an error alone, a printed line among several axes
-            levels = holdout_levels(next(iter(targets[0][1].values())), axis, args.holdout_bins)
-            if len(levels.labels) < 2:
-                raise ValueError(f"held-out {axis}: the sessions have a single {axis} ({levels.labels[0]}); "
-                                 f"holding one out needs at least two")
-        except ValueError as error:
-            if len(axes) == 1:
-                raise
-            print(f"held-out {axis} skipped: {error}")
-            summaries.append({"axis": axis, "skipped": str(error)})
-            continue
-        csv_rows: list[dict] = []
-        for rig, by_features, rig_curves in targets:
-            results = []
-            perf = None
-            if rig_curves is not None and not args.no_behaviour:
-                try:
-                    perf = performance_table(rig_curves)
-                except ValueError as error:
-                    print(f"held-out {axis}, learning curves alone: skipped ({error})")
-            for index, (features, table) in enumerate(by_features.items()):
-                for decoder in decoders:
-                    result = holdout_table(table, axis, decoder, args.holdout_bins, features=features,
-                                           curves=perf if index == 0 else None,
-                                           in_distribution=main_results.get((rig, features, decoder)), **kwargs)
-                    results.append(result)
-                    for level in result.levels:
-                        if level.held_out is not None:
-                            record("holdout", rig, decoder, f"held-out {axis}: {level.label}", "rule",
-                                   level.held_out, features)
-                    csv_rows.extend({"rig": rig, **row} for row in result.rows())
-                    summaries.append({"rig": rig, **result.summary()})
-            print(f"\nheld-out {axis} (rig {rig}; {results[0].scale}):")
-            print("\n".join(holdout_markdown(results)))
-            suffix = "_" + re.sub(r"[^\w.-]", "_", rig) if len(targets) > 1 else ""
-            plot_holdout(results, output / f"holdout_{name}{suffix}.png")
-        with open(output / f"holdout_{name}.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
-            writer.writeheader()
-            writer.writerows(csv_rows)
-    if axes:
-        (output / "holdout.json").write_text(json.dumps(summaries, indent=2, default=str))
-    return summaries
-
-
-def _figures(analyses: list[dict], output: Path) -> None:
-    import numpy as np
-
-    from virtual_lab.analysis.permutation import PermutationResult
-    from virtual_lab.analysis.report import _plt, plot_confusion
-
-    plt = _plt()
-    scored = [a for a in analyses if not isinstance(a["result"], PermutationResult)]
-    if scored:
-        fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(scored)), 3.8))
-        x = np.arange(len(scored))
-        for offset, level in ((-0.18, "layer"), (0.18, "network")):
-            ax.bar(x + offset, [a["summary"][f"{level}_accuracy_mean"] for a in scored], width=0.36,
-                   yerr=[a["summary"][f"{level}_accuracy_sem"] or 0 for a in scored], capsize=3,
-                   label=f"{level} level")
-        ax.scatter(x, [a["summary"]["chance"] for a in scored], marker="_", s=300, color="k", label="chance")
-        ax.set_xticks(x, [f"{a['rig']}\n{a['decoder']}\n{a['control'] or a['analysis']}" for a in scored], fontsize=6)
-        ax.set_ylim(0, 1.05)
-        ax.set_ylabel("accuracy (mean +/- s.e.m.)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(output / "accuracy.png", dpi=110)
-        plt.close(fig)
-        main = [a for a in scored if a["analysis"] in ("main", "generalization")] or scored[:1]
-        fig, axes = plt.subplots(1, len(main), figsize=(3.3 * len(main), 3.3), squeeze=False)
-        for ax, a in zip(axes[0], main):
-            plot_confusion(a["result"].network_confusion, a["result"].classes,
-                           f"{a['rig']} / {a['decoder']}\nnetwork acc {a['summary']['network_accuracy_mean']:.2f}", ax)
-        fig.tight_layout()
-        fig.savefig(output / "confusion.png", dpi=110)
-        plt.close(fig)
-        with_importance = [a for a in main if a["summary"]["importance_by_observable"]]
-        if with_importance:
-            a = with_importance[0]
-            items = list(a["summary"]["importance_by_observable"].items())[:15][::-1]
-            fig, ax = plt.subplots(figsize=(5, 4))
-            ax.barh([k for k, _ in items], [v for _, v in items])
-            ax.set_xlabel("share of importance (summed over timepoints)")
-            ax.set_title(f"{a['rig']} / {a['decoder']}", fontsize=9)
-            ax.tick_params(labelsize=7)
-            fig.tight_layout()
-            fig.savefig(output / "importance.png", dpi=110)
-            plt.close(fig)
-    for a in analyses:
-        if isinstance(a["result"], PermutationResult):
-            r = a["result"]
-            fig, ax = plt.subplots(figsize=(4.5, 3))
-            ax.hist(r.null, bins=20, color="0.6", label="labels shuffled across networks")
-            ax.axvline(r.observed, color="C3", label=f"observed (p = {r.p_value:.3f})")
-            ax.set_xlabel(r.metric.replace("_", " "))
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            fig.savefig(output / "permutation.png", dpi=110)
-            plt.close(fig)

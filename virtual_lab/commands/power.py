@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from virtual_lab.commands import EXIT_FAILURE
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -40,14 +42,20 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(f"--pair needs exactly two rules, got {','.join(args.pair)!r}")
         rules = args.pair
     started = time.perf_counter()
+    sources, skipped = _inputs(args.recordings, args.strict)
     result = power_analysis(
-        args.recordings, units=args.units, noise=args.noise, sessions=args.sessions, rules=rules,
+        sources, units=args.units, noise=args.noise, sessions=args.sessions, rules=rules,
         target=args.target, n_splits=args.splits, rig=args.rig, rig_seeds=args.rig_seeds, decoder=args.decoder,
         seed=args.seed, cap_units=args.cap_units, layers=args.layers, observables=args.observables,
         n_jobs=args.jobs, progress=not args.quiet, noise_param=args.noise_param,
         confirm_fraction=args.confirm_fraction, holdout=args.holdout, holdout_bins=args.holdout_bins,
         pairs=not args.no_pairs, animals=args.animals)
-    out = args.out if args.out is not None else Path(args.recordings) / f"power-{result.provenance['rig']['name']}"
+    out = (args.output_dir if args.output_dir is not None
+           else Path(args.recordings) / f"power-{result.provenance['rig']['name']}")
+    for entry in result.provenance.get("unreadable_skipped", []):  # "path: error" of files failing mid-read
+        path, _, reason = str(entry).partition(": ")
+        skipped.append({"path": path, "kind": "corrupted", "reason": reason})
+    result.provenance["skipped_inputs"] = skipped  # in power_summary.json
     paths = write_power_report(result, out)
     elapsed = time.perf_counter() - started
     for entry in result.skipped:
@@ -56,7 +64,27 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\n{len(result.rows)} rows -> {paths['table']}; report: {paths['html']} and {paths['markdown'].name} "
           f"({elapsed:.0f} s)")
     logging.getLogger(__name__).info("power analysis took %.1f s", elapsed)
+    if skipped:
+        print(f"skipped {len(skipped)} input file(s) that are not complete, readable sessions "
+              f"(in {paths['summary'].name}):")
+        for entry in skipped:
+            print(f"  {entry['kind']:<10} {entry['path']}: {entry['reason']}")
+        return EXIT_FAILURE
     return 0
+
+
+def _inputs(recordings: Path, strict: bool) -> tuple[list[Path], list[dict]]:
+    """The complete sessions under ``recordings`` and the files skipped; with ``strict`` every session is read
+    completely first and the first bad file is an error."""
+    from virtual_lab.sessions import SessionReadError, check_session_data, find_sessions
+
+    found = find_sessions(recordings, strict=strict)
+    if strict:
+        for path in found.complete:
+            problem = check_session_data(path)
+            if problem:
+                raise SessionReadError(f"{path}: {problem}")
+    return list(found.complete), [{"path": str(f.path), "kind": f.kind, "reason": f.reason} for f in found.bad]
 
 
 def add_parser(subparsers) -> None:
@@ -72,7 +100,7 @@ def add_parser(subparsers) -> None:
                     "cannot support are skipped with a message.",
         epilog="example:\n"
                "  virtual-lab power recordings/quickstart --rig paper --units 5,10,30,60,120 --cap-units \\\n"
-               "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --target 0.9 --out /tmp/power\n"
+               "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --target 0.9 --output-dir /tmp/power\n"
                "  virtual-lab power recordings/quickstart --rig paper --units 5,10,30,60,120 --cap-units \\\n"
                "      --noise 0,0.5,1,2,4 --sessions 3,7,21 --holdout learning_rate_scale\n"
                "  virtual-lab power recordings/quickstart --units 10,100 --layers fc1,fc2 --noise 0,1 "
@@ -118,7 +146,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--animals", type=_ints, default=[1, 2, 3, 5, 10], metavar="M,...",
                         help="numbers of recorded animals of the verdict table (default: 1,2,3,5,10)")
     parser.add_argument("--jobs", type=int, default=-1, help="worker processes (default: all cores)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: RECORDINGS/power-<rig>)")
+    parser.add_argument("--output-dir", "--out", dest="output_dir", type=Path, default=None,
+                        help="output folder (default: RECORDINGS/power-<rig>; --out is an alias)")
+    parser.add_argument("--strict", action="store_true",
+                        help="read every session completely before starting and stop at the first one that is not "
+                             "a complete, readable session (default: skip it with a warning, list it in "
+                             "power_summary.json and exit with status 1)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=_run)

@@ -73,11 +73,13 @@ from virtual_lab.lab.conv_geometry import (CONV_ARCHITECTURES, ConvLayer, conv_i
                                           resolve_channels, task_images)
 from virtual_lab.lab.conv_network import (_activity_change, _backward, _conv, _conv_input_grad, _conv_weight_grad,
                                           _forward, _population_images, _shared_images, _Tape, _to_features)
-from virtual_lab.lab.population import (_check_cohort, _check_paradigm, _contrastive_metadata, _example_losses,
-                                        _mark_diverged, _mask, _objective, _PopulationState, _Recorder,
-                                        _training_steps, _uniform, check_dtype, export_final_state)
+from virtual_lab.lab.population import (_alive_rows, _check_cohort, _check_paradigm, _contrastive_metadata,
+                                        _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
+                                        _Recorder, _timings, _training_steps, _uniform, check_dtype,
+                                        export_final_state)
 from virtual_lab.lab.rules import CONV_RULES, get_rule, undefined_reason  # noqa: F401 (CONV_RULES: public)
-from virtual_lab.lab.spec import RunSpec, checkpoint_schedule, rule_metadata, run_metadata
+from virtual_lab.lab.spec import (RunSpec, checkpoint_schedule, eval_subset_indices, eval_subset_metadata,
+                                  rule_metadata, run_metadata)
 from virtual_lab.lab.tasks import Task
 from virtual_lab.seeding import derive_seed
 from virtual_lab.types import GroundTruth
@@ -242,6 +244,10 @@ class _ConvPopulation:
         self.probe_images = torch.as_tensor(task_images(task.probe_x, task.image_shape, np_dtype), device=dev)
         self.probe_y = torch.as_tensor(task.probe_y, device=dev)
         self.n_probe = len(self.probe_y)
+        subset = eval_subset_indices(self.n_train, self.specs[0].eval_subset, self.specs[0].task_seed)
+        # the examples of the recorded training loss: a fixed subset of the training set, or all of it
+        self.loss_images, self.loss_y = (self.train_images, self.train_y) if subset is None else (
+            self.train_images[subset.to(dev)], self.train_y[subset.to(dev)])
         self.temperature = None
         if self.contrastive:
             self.train_flat = torch.as_tensor(np.asarray(task.train_x, dtype=np_dtype), device=dev)
@@ -324,7 +330,7 @@ class _ConvPopulation:
     def record(self, k: int) -> None:
         """Record checkpoint ``k`` of every network still training."""
         n_nets, layers, recorder = self.n_nets, self.layers, self.recorder
-        alive = self.active.bool().cpu().numpy()
+        alive = _alive_rows(self.active)
         centroids = self._train_centroids() if self.contrastive else None
         correct = torch.zeros(n_nets, device=self.dev)
         for part in _chunks(self.n_probe, n_nets, layers):
@@ -341,17 +347,21 @@ class _ConvPopulation:
             correct += (predicted == self.probe_y[part]).float().sum(1)
         for l in range(self.n_layers):
             recorder.weights[l][alive, k] = self.weights[l].reshape(n_nets, layers[l].n_out, -1).cpu().numpy()[alive]
-        loss = self._evaluation_loss() if self.contrastive else self._train_loss()
-        recorder.train_loss[alive, k] = loss.cpu().numpy()[alive]
+        t_loss = time.perf_counter()
+        loss = (self._evaluation_loss() if self.contrastive else self._train_loss()).cpu()
+        recorder.loss_seconds += time.perf_counter() - t_loss
+        recorder.train_loss[alive, k] = loss.numpy()[alive]
         recorder.test_accuracy[alive, k] = (correct / self.n_probe).cpu().numpy()[alive]
 
     def _train_loss(self) -> torch.Tensor:
-        """Mean cross-entropy of every network on the training set, accumulated in float64 over chunks."""
+        """Mean cross-entropy of every network on the training set or its evaluation subset, accumulated in
+        float64 over chunks."""
         total_loss = torch.zeros(self.n_nets, dtype=torch.float64, device=self.dev)
-        for part in _chunks(self.n_train, self.n_nets, self.layers):
-            logits = self._network_pass(self.train_images[part]).outs[-1]
-            total_loss += _example_losses(logits, self.train_y[part].expand(self.n_nets, -1)).sum(1).double()
-        return (total_loss / self.n_train).float()
+        n_loss = len(self.loss_y)
+        for part in _chunks(n_loss, self.n_nets, self.layers):
+            logits = self._network_pass(self.loss_images[part]).outs[-1]
+            total_loss += _example_losses(logits, self.loss_y[part].expand(self.n_nets, -1)).sum(1).double()
+        return (total_loss / n_loss).float()
 
     def _train_centroids(self) -> torch.Tensor:
         """Class sums of the normalized representations (fc's input) of the unaugmented training set."""
@@ -399,6 +409,8 @@ class _ConvPopulation:
             if self.contrastive:
                 metadata.update(_contrastive_metadata(spec, self.task, layers[-1].n_out, representation[0],
                                                       self.n_eval, pooling=representation[1]))
+            else:
+                metadata.update(eval_subset_metadata(spec, self.n_train))
             metadata.update(rule_metadata(spec, rule))
             results.append(self.recorder.ground_truth(i, names, self.schedule, self.task, metadata))
         return results
@@ -431,7 +443,8 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
         ``[N, C_out, C_in, k, k]``, fc ``[N, out, in]``), ``"biases"``, ``"feedback"`` (shaped as the weights) and
         ``"direct_feedback"`` (always empty here).
     timings : dict, optional
-        If given, filled with wall-clock seconds: ``"total"`` and ``"record"`` (checkpoint recording).
+        If given, filled with wall-clock seconds: ``"total"``, ``"record"`` (checkpoint recording) and
+        ``"record_loss"`` (the part of ``"record"`` that computes the loss).
     dtype : torch.dtype, default=torch.float32
         Compute dtype, ``torch.float32`` or ``torch.float64``, as in
         :func:`~virtual_lab.lab.train.train_population` (random draws are float32 in both; the recorded ground
@@ -442,11 +455,11 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     list of GroundTruth
         One per spec, in order. ``activations[layer]`` has shape (T, S, C*H*W) (fc: (T, S, out)),
         ``weights[layer]`` (T, C_out, C_in*k*k) (fc: (T, out, in)), ``activity_change[layer]`` (T, S), all on
-        the unaugmented probes. Supervised runs record the cross-entropy on the training set (``train_loss``)
-        and the probe accuracy of the logits (``test_accuracy``); contrastive runs the NT-Xent on the fixed
-        evaluation pairs, identical for every network of the task
-        (:func:`virtual_lab.lab.contrastive.evaluation_views`), and the nearest-class-centroid (cosine)
-        accuracy of the representation feeding ``fc``, centroids from the unaugmented training set.
+        the unaugmented probes. Supervised runs record the cross-entropy on the training set, or on its fixed
+        subset of :attr:`RunSpec.eval_subset` examples (``train_loss``), and the probe accuracy of the logits
+        (``test_accuracy``); contrastive runs the NT-Xent on the fixed evaluation pairs, identical for every
+        network of the task (:func:`virtual_lab.lab.contrastive.evaluation_views`), and the nearest-class-centroid
+        (cosine) accuracy of the representation feeding ``fc``, centroids from the unaugmented training set.
 
     Raises
     ------
@@ -470,7 +483,5 @@ def train_conv_population(specs: Sequence[RunSpec], task: Task, *, device: str =
     if final_state is not None:
         export_final_state(final_state, population.weights, population.biases, population.feedback, [])
     results = population.results()
-    if timings is not None:
-        timings["total"] = time.perf_counter() - t_start
-        timings["record"] = clock["record"]
+    _timings(timings, t_start, clock, population.recorder)
     return results

@@ -21,9 +21,14 @@ from virtual_lab.lab.conv_geometry import ConvLayer
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, layer: ConvLayer) -> torch.Tensor:
+    """Every network's convolution of its own input, ``x`` ``[B, N*C_in, H, W]``, or of one input ``[B, C_in, H,
+    W]`` shared by all (a dense convolution with ``N*C_out`` output channels: the same sums, no copies)."""
     n = weight.shape[0]
+    groups = n if x.shape[1] == n * layer.n_in else 1
+    if groups == 1 and x.shape[1] != layer.n_in:
+        raise ValueError(f"{layer.name}: input of {x.shape[1]} channels for {n} networks of {layer.n_in} channels")
     return F.conv2d(x, weight.reshape(n * layer.n_out, *weight.shape[2:]),
-                    None if bias is None else bias.reshape(-1), layer.stride, layer.padding, groups=n)
+                    None if bias is None else bias.reshape(-1), layer.stride, layer.padding, groups=groups)
 
 
 def _conv_input_grad(delta: torch.Tensor, kernel: torch.Tensor, input_shape: Sequence[int],
@@ -71,7 +76,8 @@ class _Tape:
 
 def _forward(architecture: str, layers: Sequence[ConvLayer], x: torch.Tensor, weights: list[torch.Tensor],
              biases: list[torch.Tensor]) -> _Tape:
-    """Batched forward pass of ``N`` networks on ``x`` ``[B, N*C, H, W]``."""
+    """Batched forward pass of ``N`` networks on ``x`` ``[B, N*C, H, W]``, or on images ``[B, C, H, W]`` that every
+    network sees (:func:`_shared_images`; then ``tape.inputs[0]`` is that shared tensor)."""
     n = weights[0].shape[0]
     index = {layer.name: i for i, layer in enumerate(layers)}
     tape = _Tape([None] * len(layers), [None] * len(layers), [None] * len(layers))
@@ -180,7 +186,7 @@ def _activity_change(layers: Sequence[ConvLayer], tape: _Tape, weights: list[tor
             deriv = torch.ones_like(tape.pre[i])  # [N, S, out]: fc is linear
             changes.append(torch.einsum("nbo,no->nb", deriv, w.sum(2)) / layer.n_out)
             continue
-        ones = torch.ones((1, n * layer.n_in, *layer.in_shape[1:]), dtype=w.dtype, device=w.device)
+        ones = torch.ones((1, layer.n_in, *layer.in_shape[1:]), dtype=w.dtype, device=w.device)  # shared
         total = _conv(ones, w, None, layer)  # sum_i dh_j/dx_i for every output unit j: [1, N*C, H, W]
         if layer.nonlinearity == "relu":
             per_unit = (tape.pre[i] > 0).to(w.dtype) * total
@@ -198,5 +204,6 @@ def _population_images(images: torch.Tensor, index: torch.Tensor) -> torch.Tenso
 
 
 def _shared_images(images: torch.Tensor, n: int) -> torch.Tensor:
-    """The same images for every network: ``[B, C, H, W]`` -> ``[B, N*C, H, W]``."""
-    return images.repeat(1, n, 1, 1)
+    """The same images ``[B, C, H, W]`` for every network: the first layer convolves them once for all ``n``
+    networks (:func:`_conv`'s shared input), so they are passed as they are, not repeated ``n`` times."""
+    return images

@@ -29,7 +29,7 @@ from virtual_lab.lab.reference import _FeedbackLinear, _optimizer, nt_xent_autog
 from virtual_lab.lab.rules import get_rule, sign_symmetry_scale
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.population import check_dtype
-from virtual_lab.lab.spec import RunSpec, batch_order, checkpoint_schedule
+from virtual_lab.lab.spec import RunSpec, batch_order, checkpoint_schedule, eval_subset_indices
 
 
 def _vjp(function, primal: torch.Tensor, cotangent: torch.Tensor) -> torch.Tensor:
@@ -268,6 +268,8 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
     train_y = torch.as_tensor(task.train_y)
     probe_x = torch.as_tensor(task_images(task.probe_x, task.image_shape)).to(dtype)
     probe_y = torch.as_tensor(task.probe_y)
+    subset = eval_subset_indices(len(train_y), spec.eval_subset, spec.task_seed)
+    loss_x, loss_y = (train_x, train_y) if subset is None else (train_x[subset], train_y[subset])
     eval_x = None
     if trainer.contrastive:
         eval_flat = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype).numpy()
@@ -282,30 +284,16 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
         with torch.no_grad():
             logits = model(probe_x)
         probe_features = model.tape["fc"][0].detach()
-        for name in names:
-            x_in, y_out, shortcut = model.tape[name]
-            function = model.layer_function(name, shortcut)
-            x_in = x_in.detach().requires_grad_(True)
-            with torch.enable_grad():
-                out = function(x_in)
-                (grad,) = torch.autograd.grad(out.sum(), x_in)
-            n_out = out[0].numel()
-            change[name].append(grad.flatten(1).sum(1).numpy() / n_out)
-            acts[name].append(y_out.detach().flatten(1).numpy())
-            w = model.layers[name].weight.detach()
-            weights[name].append(w.reshape(w.shape[0], -1).numpy().copy())
+        _record_layers(model, names, acts, weights, change)
         if trainer.contrastive:
+            accuracy, loss = _contrastive_performance(model, train_x, train_y, probe_features, probe_y, eval_x,
+                                                      task.n_classes, spec.temperature)
+        else:
+            accuracy = float((logits.argmax(1) == probe_y).float().mean())
             with torch.no_grad():
-                model(train_x)
-                train_rep = F.normalize(model.tape["fc"][0], dim=1)
-                centroids = torch.stack([train_rep[train_y == c].mean(0) for c in range(task.n_classes)])
-                cosine = F.normalize(probe_features, dim=1) @ F.normalize(centroids, dim=1).t()
-                acc_curve.append(float((cosine.argmax(1) == probe_y).float().mean()))
-                loss_curve.append(float(nt_xent_autograd(model(eval_x), spec.temperature)))
-            return
-        acc_curve.append(float((logits.argmax(1) == probe_y).float().mean()))
-        with torch.no_grad():
-            loss_curve.append(float(F.cross_entropy(model(train_x), train_y)))
+                loss = float(F.cross_entropy(model(loss_x), loss_y))
+        acc_curve.append(accuracy)
+        loss_curve.append(loss)
 
     checkpoints = set(schedule.tolist())
     for step in range(order.shape[0] + 1):
@@ -320,6 +308,46 @@ def train_conv_reference(spec: RunSpec, task: Task, final_state: dict | None = N
         final_state["weights"] = [model.layers[n].weight.detach().numpy().copy() for n in names]
         final_state["biases"] = [model.layers[n].bias.detach().numpy().copy() for n in names]
         final_state["feedback"] = [model.feedback[n].detach().numpy().copy() for n in names]
+    return _ground_truth(spec, task, names, schedule, acts, weights, change, loss_curve, acc_curve)
+
+
+def _record_layers(model: ReferenceConvNet, names: tuple[str, ...], acts: dict[str, list], weights: dict[str, list],
+                   change: dict[str, list]) -> None:
+    """Append each layer's responses, weights (flattened per output channel) and autograd activity change
+    at the probe stimuli of the forward pass just run (``model.tape``)."""
+    for name in names:
+        x_in, y_out, shortcut = model.tape[name]
+        function = model.layer_function(name, shortcut)
+        x_in = x_in.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = function(x_in)
+            (grad,) = torch.autograd.grad(out.sum(), x_in)
+        n_out = out[0].numel()
+        change[name].append(grad.flatten(1).sum(1).numpy() / n_out)
+        acts[name].append(y_out.detach().flatten(1).numpy())
+        w = model.layers[name].weight.detach()
+        weights[name].append(w.reshape(w.shape[0], -1).numpy().copy())
+
+
+def _contrastive_performance(model: ReferenceConvNet, train_x: torch.Tensor, train_y: torch.Tensor,
+                             probe_features: torch.Tensor, probe_y: torch.Tensor, eval_x: torch.Tensor,
+                             n_classes: int, temperature: float) -> tuple[float, float]:
+    """(accuracy, loss) of a contrastive run: nearest-class-centroid accuracy of ``fc``'s input at the probe
+    stimuli (centroids of the training images, class by class) and the NT-Xent on the evaluation pairs."""
+    with torch.no_grad():
+        model(train_x)
+        train_rep = F.normalize(model.tape["fc"][0], dim=1)
+        centroids = torch.stack([train_rep[train_y == c].mean(0) for c in range(n_classes)])
+        cosine = F.normalize(probe_features, dim=1) @ F.normalize(centroids, dim=1).t()
+        accuracy = float((cosine.argmax(1) == probe_y).float().mean())
+        loss = float(nt_xent_autograd(model(eval_x), temperature))
+    return accuracy, loss
+
+
+def _ground_truth(spec: RunSpec, task: Task, names: tuple[str, ...], schedule: np.ndarray,
+                  acts: dict[str, list], weights: dict[str, list], change: dict[str, list],
+                  loss_curve: list[float], acc_curve: list[float]) -> GroundTruth:
+    """The recorded checkpoints of one reference run as a GroundTruth (float32 arrays)."""
     return GroundTruth(
         layer_names=names,
         depth_positions=depth_positions(len(names)),

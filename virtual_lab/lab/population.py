@@ -171,6 +171,20 @@ def _objective(output: torch.Tensor, y: torch.Tensor | None, eye: torch.Tensor |
     return example_losses.mean(1), example_losses, (torch.softmax(output, dim=2) - eye[y]) / output.shape[1]
 
 
+def _alive_rows(active: torch.Tensor) -> slice | np.ndarray:
+    """The networks still training, as rows of the recorder's arrays: every row (a slice, so recording copies
+    each array once) or a boolean mask when some diverged."""
+    alive = active.bool().cpu().numpy()
+    return slice(None) if alive.all() else alive
+
+
+def _timings(timings: dict | None, t_start: float, clock: dict, recorder: "_Recorder") -> None:
+    """Fill an engine's ``timings``: ``total``, ``record`` (checkpoint recording) and ``record_loss`` (the part of
+    ``record`` computing the loss: the evaluation subset, the whole training set or the contrastive pairs)."""
+    if timings is not None:
+        timings.update(total=time.perf_counter() - t_start, record=clock["record"], record_loss=recorder.loss_seconds)
+
+
 def _training_steps(n_steps: int, schedule: np.ndarray, record: Callable[[int], None],
                     clock: dict) -> Iterator[int]:
     """Yield the training steps ``0 .. n_steps - 1``, recording checkpoint ``k`` just before step
@@ -218,6 +232,8 @@ class _Recorder:
         self.change = [np.full((n_nets, n_checkpoints, n_probe), np.nan, np.float32) for _ in n_units]
         self.train_loss = np.full((n_nets, n_checkpoints), np.nan, np.float32)
         self.test_accuracy = np.full((n_nets, n_checkpoints), np.nan, np.float32)
+        #: Wall-clock seconds the engine spent computing the recorded loss (part of the recording time).
+        self.loss_seconds = 0.0
 
     def ground_truth(self, i: int, names: Sequence[str], schedule: np.ndarray, task: Task,
                      metadata: dict) -> GroundTruth:

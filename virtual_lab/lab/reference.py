@@ -9,7 +9,8 @@ augmented views as the engine (:func:`virtual_lab.lab.contrastive.make_views` on
 generator) and an autograd NT-Xent written as a cross-entropy over the masked similarity matrix. It
 exists to check the batched engine (tests) and to time it (benchmark); it is deliberately written independently of
 :mod:`virtual_lab.lab.train` except for sharing the initialization, data order, checkpoint schedule and
-random streams (and, for contrastive runs, the view augmentation).
+random streams (and, for contrastive runs, the view augmentation) and the subset of training examples whose loss
+is recorded.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from virtual_lab.types import GroundTruth, depth_positions
 from virtual_lab.lab.rules import SGD_MOMENTUM, get_rule, sign_symmetry_scale
 from virtual_lab.lab.tasks import Task
 from virtual_lab.lab.population import check_dtype
-from virtual_lab.lab.spec import RunSpec, batch_order, checkpoint_schedule
+from virtual_lab.lab.spec import RunSpec, batch_order, checkpoint_schedule, eval_subset_indices
 from virtual_lab.lab.train import init_direct_feedback, init_parameters, perturbation_generator
 
 
@@ -217,8 +218,10 @@ def train_reference(spec: RunSpec, task: Task, dtype: torch.dtype = torch.float3
     """Train one network the plain way and record the same checkpoints as the engine.
 
     The layer-wise activity change is computed with autograd here (the engine uses the closed form), which
-    makes the comparison a check of that formula too. Contrastive runs record the NT-Xent on the evaluation
-    pairs and the nearest-class-centroid accuracy of the last hidden layer, computed here class by class.
+    makes the comparison a check of that formula too. Supervised runs record the cross-entropy on the examples
+    of :func:`~virtual_lab.lab.spec.eval_subset_indices` (the engine's). Contrastive runs record the NT-Xent on
+    the evaluation pairs and the nearest-class-centroid accuracy of the last hidden layer, computed here class by
+    class.
 
     Parameters
     ----------
@@ -240,6 +243,8 @@ def train_reference(spec: RunSpec, task: Task, dtype: torch.dtype = torch.float3
     eval_x = None
     if trainer.contrastive:
         eval_x = evaluation_views(task.train_x, task.image_shape, task.seed, dtype=dtype)
+    subset = eval_subset_indices(len(train_y), spec.eval_subset, spec.task_seed)
+    loss_x, loss_y = (train_x, train_y) if subset is None else (train_x[subset], train_y[subset])
     n_layers = len(model.layers)
     names = tuple(f"fc{i + 1}" for i in range(n_layers))
     acts = {n: [] for n in names}
@@ -269,7 +274,7 @@ def train_reference(spec: RunSpec, task: Task, dtype: torch.dtype = torch.float3
             return
         acc_curve.append(float((x.argmax(1) == probe_y).float().mean()))
         with torch.no_grad():
-            loss_curve.append(float(nn.functional.cross_entropy(model(train_x)[-1], train_y)))
+            loss_curve.append(float(nn.functional.cross_entropy(model(loss_x)[-1], loss_y)))
 
     checkpoints = set(schedule.tolist())
     for step in range(order.shape[0] + 1):

@@ -20,7 +20,9 @@ import torch
 from virtual_lab import __version__
 from virtual_lab.lab.contrastive import TEMPERATURE
 from virtual_lab.lab.rules import IA_DEFAULTS, PERTURBATION_SD
+from virtual_lab.lab.tasks import EVAL_SUBSET  # noqa: F401 (public here too: the default of RunSpec.eval_subset)
 from virtual_lab.seeding import derive_seed, stable_hash
+from virtual_lab.validation import check_int
 
 CHECKPOINT_SPACINGS = ("linear", "log")
 
@@ -73,6 +75,10 @@ class RunSpec:
     calibrated_scale : float, default=1.0
         The part of ``learning_rate_scale`` chosen by learning-curve calibration (``[sweep] match_curves``;
         1 without it). Descriptive.
+    eval_subset : int, default=256
+        Training examples whose loss a checkpoint records (``train_loss``): a fixed subset, the same for every
+        network of the task (:func:`eval_subset_indices`); 0, or at least the training set's size, records the
+        loss on the whole training set.
 
     Descriptive fields (:attr:`DESCRIPTIVE_FIELDS`) say how a run was chosen, not what it is: ``learning_rate``
     already holds their effect. They never enter the ``run_id`` or the check of a stored session against its
@@ -105,6 +111,7 @@ class RunSpec:
     temperature: float = TEMPERATURE
     learning_rate_scale: float = 1.0
     calibrated_scale: float = 1.0
+    eval_subset: int = EVAL_SUBSET
 
     #: Fields that describe how the run was chosen; left out of the run id and of stored-spec checks.
     DESCRIPTIVE_FIELDS: ClassVar[tuple[str, ...]] = ("learning_rate_scale", "calibrated_scale")
@@ -127,12 +134,13 @@ class RunSpec:
     def cohort_key(self) -> tuple:
         """Runs with equal keys can train together in one batched population."""
         return (self.architecture, self.layer_sizes, self.channels, self.paradigm, self.batch_size, self.n_epochs,
-                self.task, self.task_seed, self.n_probe, self.n_checkpoints, self.checkpoint_spacing)
+                self.task, self.task_seed, self.n_probe, self.n_checkpoints, self.checkpoint_spacing,
+                self.eval_subset)
 
 
 #: Fields added after the first release, with the default at which they are left out of the run id.
 _ID_OPTIONAL_FIELDS = {"weight_decay": 0.0, "perturbation_sd": PERTURBATION_SD, "architecture": "mlp", "channels": (),
-                       "paradigm": "supervised", "temperature": TEMPERATURE}
+                       "paradigm": "supervised", "temperature": TEMPERATURE, "eval_subset": EVAL_SUBSET}
 
 
 def checkpoint_schedule(n_steps: int, n_checkpoints: int, spacing: str = "linear") -> np.ndarray:
@@ -192,6 +200,52 @@ def batch_order(seed: int, n_train: int, batch_size: int, n_epochs: int) -> torc
     epochs = [torch.randperm(n_train, generator=generator)[: per_epoch * batch_size].view(per_epoch, batch_size)
               for _ in range(n_epochs)]
     return torch.cat(epochs)
+
+
+def eval_subset_seed(task_seed: int) -> int:
+    """Seed of the evaluation subset of a task (stream ``derive_seed(task_seed, "eval_subset")``)."""
+    return derive_seed(task_seed, "eval_subset")
+
+
+def eval_subset_indices(n_train: int, eval_subset: int, task_seed: int) -> torch.Tensor | None:
+    """Training examples whose loss every checkpoint records, or ``None`` for the whole training set.
+
+    The subset is a permutation's first ``eval_subset`` indices (in ascending order) from the task's
+    ``"eval_subset"`` stream (:func:`eval_subset_seed`), so every network of a task, engine or reference, is
+    evaluated on the same examples.
+
+    Parameters
+    ----------
+    n_train : int
+        Size of the training set.
+    eval_subset : int
+        Examples in the subset, >= 0; 0 or ``>= n_train`` means the whole training set.
+    task_seed : int
+
+    Returns
+    -------
+    Tensor of int64, shape (eval_subset,), or None
+
+    Examples
+    --------
+    >>> eval_subset_indices(1597, 0, 0) is None
+    True
+    >>> eval_subset_indices(1597, 4, 0).tolist() == eval_subset_indices(1597, 4, 0).tolist()
+    True
+    """
+    eval_subset = check_int("eval_subset", eval_subset, low=0)
+    if eval_subset == 0 or eval_subset >= n_train:
+        return None
+    generator = torch.Generator().manual_seed(eval_subset_seed(task_seed))
+    return torch.randperm(n_train, generator=generator)[:eval_subset].sort().values
+
+
+def eval_subset_metadata(spec: RunSpec, n_train: int) -> dict:
+    """The metadata of a run's recorded loss: the subset asked for, the examples used and the subset's seed."""
+    subset = eval_subset_indices(n_train, spec.eval_subset, spec.task_seed)
+    return {"eval_subset": int(spec.eval_subset),
+            "n_loss_examples": int(n_train if subset is None else len(subset)),
+            "eval_subset_seed": int(eval_subset_seed(spec.task_seed))}
 
 
 def run_metadata(spec: RunSpec, rule, n_steps: int, diverged_step: int) -> dict:

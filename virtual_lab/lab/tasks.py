@@ -30,6 +30,13 @@ TORCHVISION_TASKS = {"mnist": ("MNIST", (28, 28)), "fashion_mnist": ("FashionMNI
 #: Environment variable naming the local data root of the torchvision tasks.
 DATA_ROOT_VARIABLE = "VIRTUAL_LAB_DATA"
 
+#: Training examples whose loss every checkpoint records by default (``RunSpec.eval_subset``, ``[training]
+#: eval_subset``; the subset itself: :func:`virtual_lab.lab.spec.eval_subset_indices`). 256 of digits' 1,597:
+#: on 16 MLPs x 11 checkpoints the log10 loss stayed within 0.13 of the whole set's (median 0.03 at the end,
+#: rank correlation of final losses 0.985), and a checkpoint of the benchmark's MLP population costs 1.7
+#: training steps instead of 4-8.
+EVAL_SUBSET = 256
+
 
 @dataclass(frozen=True, eq=False)
 class Task:

@@ -37,12 +37,13 @@ import torch
 from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, check_contrastive_rule, class_sums,
                                          evaluation_views, make_views, nt_xent_loss)
 from virtual_lab.lab.optim import _runs
-from virtual_lab.lab.population import (_check_cohort, _check_paradigm, _contrastive_metadata, _cross_entropy,
-                                        _example_losses, _indices, _mark_diverged, _mask, _objective,
-                                        _population_order, _PopulationState, _Recorder, _span, _training_steps,
-                                        _uniform, check_dtype, export_final_state)
+from virtual_lab.lab.population import (_alive_rows, _check_cohort, _check_paradigm, _contrastive_metadata,
+                                        _cross_entropy, _example_losses, _indices, _mark_diverged, _mask, _objective,
+                                        _population_order, _PopulationState, _Recorder, _span, _timings,
+                                        _training_steps, _uniform, check_dtype, export_final_state)
 from virtual_lab.lab.rules import get_rule
-from virtual_lab.lab.spec import RunSpec, checkpoint_schedule, rule_metadata, run_metadata
+from virtual_lab.lab.spec import (RunSpec, checkpoint_schedule, eval_subset_indices, eval_subset_metadata,
+                                  rule_metadata, run_metadata)
 from virtual_lab.lab.tasks import Task
 from virtual_lab.seeding import derive_seed
 from virtual_lab.types import GroundTruth
@@ -103,6 +104,16 @@ def _forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Te
         pre.append(h)
         outs.append(a)
     return pre, outs
+
+
+def _logits(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor]) -> torch.Tensor:
+    """The last layer's output of :func:`_forward` alone: no intermediate is kept (each ReLU in place)."""
+    a = x
+    for i, (w, b) in enumerate(zip(weights, biases)):
+        a = torch.baddbmm(b.unsqueeze(1), a, w.transpose(1, 2))
+        if i < len(weights) - 1:
+            a.relu_()
+    return a
 
 
 def _backward_pass(error: torch.Tensor, inputs: list[torch.Tensor], pre: list[torch.Tensor],
@@ -234,6 +245,10 @@ class _MLPPopulation:
         self.probe_x = torch.as_tensor(task.probe_x, device=dev).to(dtype)
         self.probe_y = torch.as_tensor(task.probe_y, device=dev)
         self.temperature = None
+        subset = eval_subset_indices(self.n_train, self.specs[0].eval_subset, self.specs[0].task_seed)
+        # the examples of the recorded training loss: a fixed subset of the training set, or all of it
+        self.loss_x, self.loss_y = (self.train_x, self.train_y) if subset is None else (
+            self.train_x[subset.to(dev)], self.train_y[subset.to(dev)])
         if self.contrastive:
             self.augment_generators = [augment_generator(s.seed) for s in self.specs]
             self.temperature = state.column([s.temperature for s in self.specs])
@@ -341,7 +356,7 @@ class _MLPPopulation:
     def record(self, index: int) -> None:
         """Record checkpoint ``index`` of every network still training."""
         n_nets, weights, biases, sizes, recorder = self.n_nets, self.weights, self.biases, self.sizes, self.recorder
-        alive = self.active.bool().cpu().numpy()
+        alive = _alive_rows(self.active)
         with torch.no_grad():
             pre, outs = _forward(self.probe_x.expand(n_nets, -1, -1), weights, biases)
             for l in range(self.n_layers):
@@ -352,12 +367,15 @@ class _MLPPopulation:
                 recorder.change[l][alive, index] = change.cpu().numpy()[alive]
             if self.contrastive:
                 accuracy = (centroid_predict(self._train_centroids(), outs[-2]) == self.probe_y).float().mean(1)
-                loss = self._evaluation_loss()
+                t_loss = time.perf_counter()
+                loss = self._evaluation_loss().cpu()
             else:
                 accuracy = (outs[-1].argmax(2) == self.probe_y).float().mean(1)
-                _, train_outs = _forward(self.train_x.expand(n_nets, -1, -1), weights, biases)
-                loss = _cross_entropy(train_outs[-1], self.train_y.expand(n_nets, -1))
-        recorder.train_loss[alive, index] = loss.cpu().numpy()[alive]
+                t_loss = time.perf_counter()
+                logits = _logits(self.loss_x.expand(n_nets, -1, -1), weights, biases)
+                loss = _cross_entropy(logits, self.loss_y.expand(n_nets, -1)).cpu()
+            recorder.loss_seconds += time.perf_counter() - t_loss
+        recorder.train_loss[alive, index] = loss.numpy()[alive]
         recorder.test_accuracy[alive, index] = accuracy.cpu().numpy()[alive]
 
     def _train_centroids(self) -> torch.Tensor:
@@ -395,6 +413,8 @@ class _MLPPopulation:
             metadata.update(architecture="mlp", layer_sizes=",".join(map(str, sizes)), nonlinearities=nonlinearities)
             if self.contrastive:
                 metadata.update(_contrastive_metadata(spec, self.task, sizes[-1], names[-2], self.n_eval))
+            else:
+                metadata.update(eval_subset_metadata(spec, self.n_train))
             metadata.update(rule_metadata(spec, rule))
             results.append(self.recorder.ground_truth(i, names, self.schedule, self.task, metadata))
         return results
@@ -425,7 +445,8 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         layers of ``[N, n_classes, n_l]``, or empty when no run uses direct feedback alignment), for
         inspecting a rule's mechanics.
     timings : dict, optional
-        If given, filled with wall-clock seconds: ``"total"`` and ``"record"`` (checkpoint recording).
+        If given, filled with wall-clock seconds: ``"total"``, ``"record"`` (checkpoint recording) and
+        ``"record_loss"`` (the part of ``"record"`` that computes the loss).
     dtype : torch.dtype, default=torch.float32
         Compute dtype of parameters, activations and optimizer state: ``torch.float32`` or ``torch.float64``
         (:func:`check_dtype`). Random draws are float32 in both, so a float64 run starts from the same
@@ -435,10 +456,12 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
     Returns
     -------
     list of GroundTruth
-        One per spec, in order. Supervised runs record the cross-entropy on the training set
-        (``train_loss``) and the probe accuracy of the output layer (``test_accuracy``). Contrastive runs
-        (``paradigm="contrastive"``; rules in :data:`virtual_lab.lab.contrastive.CONTRASTIVE_RULES`) record
-        the NT-Xent loss on a fixed evaluation pair set, identical for every network of the task
+        One per spec, in order. Supervised runs record the cross-entropy on the training set, or on its fixed
+        subset of :attr:`RunSpec.eval_subset` examples, the same for every network (``train_loss``;
+        :func:`~virtual_lab.lab.spec.eval_subset_indices`), and the probe accuracy of the output layer
+        (``test_accuracy``). Contrastive runs (``paradigm="contrastive"``; rules in
+        :data:`virtual_lab.lab.contrastive.CONTRASTIVE_RULES`) record the NT-Xent loss on a fixed evaluation pair
+        set, identical for every network of the task
         (:func:`virtual_lab.lab.contrastive.evaluation_views`), and the nearest-class-centroid (cosine)
         accuracy of the last hidden layer on the probes, centroids from the unaugmented training set.
         Activations, weights and activity change are recorded on the unaugmented probes in both paradigms.
@@ -471,7 +494,5 @@ def train_population(specs: Sequence[RunSpec], task: Task, *, device: str = "cpu
         export_final_state(final_state, population.weights, population.biases, population.feedback,
                            population.direct_feedback)
     results = population.results()
-    if timings is not None:
-        timings["total"] = time.perf_counter() - t_start
-        timings["record"] = clock["record"]
+    _timings(timings, t_start, clock, population.recorder)
     return results

@@ -15,7 +15,8 @@ to rest, and the spikes of a trial fall uniformly in the spiking window ``[0, wi
    a per-cell true coefficient ``r ~ N(neuropil_r_mean, neuropil_r_sd)``, and ``neuropil_r_subtract`` times
    the neuropil is subtracted (Suite2p's 0.7): the residual ``(r - r_subtract) * neuropil`` remains.
 5. **Shot noise.** Per-frame Gaussian noise with SD ``sigma * sqrt(dF/F + 1)`` (CASCADE's training noise
-   model), ``sigma = nu * sqrt(frame_rate_hz) / 95.4 / 100`` for a CASCADE noise level ``nu`` in %/sqrt(s).
+   model), ``sigma = nu * sqrt(frame_rate_hz) / 95.4`` for a CASCADE noise level ``nu`` in %/sqrt(s) (CASCADE's
+   ``nu = 100 * median|dF/F[t+1] - dF/F[t]| / sqrt(fps)``, and ``median|x - y| = 0.954 sigma`` for white noise).
    The mean of the frames is then Gaussian with SD ``sigma * sqrt(mean dF/F + 1) / sqrt(n_frames)`` (exact for
    independent frames), so one draw per presentation suffices.
 
@@ -159,7 +160,7 @@ class CalciumStep:
     @property
     def frame_noise_sd(self) -> float:
         """Per-frame shot-noise SD at rest (dF/F units) for the CASCADE noise level."""
-        return self.noise_level * np.sqrt(self.frame_rate_hz) / 95.39 / 100.0
+        return self.noise_level * np.sqrt(self.frame_rate_hz) / 95.39
 
     def neuropil_coefficients(self, n_units: int, layer_index: int) -> np.ndarray:
         """True neuropil coefficient of every ROI of a layer, shape (U,), clipped to [0, 1]."""

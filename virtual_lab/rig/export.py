@@ -40,7 +40,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -100,16 +100,26 @@ def _misc(nwbfile) -> Any:
 
 def _build(recording: Recording, *, identifier: str, subject_id: str, session_id: str, blind: bool,
            export_seed: int, attribution: Mapping[str, Any]) -> Any:
-    from hdmf.common import DynamicTable, VectorData
-    from pynwb import NWBFile, TimeSeries
-    from pynwb.epoch import TimeIntervals
+    """The in-memory NWB file of one rig recording: file and subject, sessions and presentations, the
+    modality's data, and the rig's provenance."""
+    nwbfile, device = _new_file(recording, identifier=identifier, subject_id=subject_id, session_id=session_id,
+                                blind=blind, attribution=attribution)
+    start, window = _add_intervals(nwbfile, recording)
+    _add_measures(nwbfile, recording, device, start, window, export_seed)
+    _add_provenance(nwbfile, recording, export_seed)
+    return nwbfile
+
+
+def _new_file(recording: Recording, *, identifier: str, subject_id: str, session_id: str, blind: bool,
+              attribution: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The NWB file with its description, subject and the virtual rig's device."""
+    from pynwb import NWBFile
     from pynwb.file import Subject
 
     from virtual_lab import __version__
-    from virtual_lab.sessions import SESSION_START_TIME, SYNTHETIC_CONSTRUCT_SPECIES, layer_column_name
+    from virtual_lab.sessions import SESSION_START_TIME, SYNTHETIC_CONSTRUCT_SPECIES
 
-    source = recording.source
-    n_t, n_s = recording.n_checkpoints, source.n_stimuli
+    n_t, n_s = recording.n_checkpoints, recording.source.n_stimuli
     architecture = str(recording.metadata.get("architecture", "unknown"))
     rig = _rig_description(recording)
     if blind:
@@ -138,8 +148,17 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
         strain=architecture,
         description=f"In silico subject: an artificial neural network ({architecture}), not an animal.")
     device = nwbfile.create_device(name="virtual rig", description=rig)
+    return nwbfile, device
 
-    # --- intervals: sessions (epochs) and presentations (trials)
+
+def _add_intervals(nwbfile, recording: Recording) -> tuple[np.ndarray, float]:
+    """Sessions as epochs and probe presentations as trials; returns the presentations' onsets (s) and the
+    response window (s)."""
+    from hdmf.common import VectorData
+    from pynwb.epoch import TimeIntervals
+
+    source = recording.source
+    n_t, n_s = recording.n_checkpoints, source.n_stimuli
     period = PRESENTATION_PERIOD_S
     steps = np.asarray(recording.checkpoint_steps, dtype=np.int64)
     width = max(2, len(str(max(n_t - 1, 0))))
@@ -167,7 +186,18 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
         ],
         id=list(range(n_t * n_s)),
     )
+    return start, window
 
+
+def _add_measures(nwbfile, recording: Recording, device, start: np.ndarray, window: float,
+                  export_seed: int) -> None:
+    """The modality's data: spike trains, fluorescence or responses, synapses, and the activity change."""
+    from hdmf.common import DynamicTable, VectorData
+    from pynwb import TimeSeries
+
+    from virtual_lab.sessions import layer_column_name
+
+    n_t, n_s, period = recording.n_checkpoints, recording.source.n_stimuli, PRESENTATION_PERIOD_S
     layers = [(i, layer, depth) for i, (layer, depth) in enumerate(zip(recording.layer_names, recording.depth_positions))]
     if "act" in recording.measures:
         if recording.activity_kind == "spike_count":
@@ -196,6 +226,12 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
             columns=[VectorData(name=layer_column_name(layer), description=f"Activity change of layer {layer!r}, (S,) per row.",
                                 data=recording.activity_change(layer)) for _, layer, _ in layers],
             id=list(range(n_t))))
+
+
+def _add_provenance(nwbfile, recording: Recording, export_seed: int) -> None:
+    """The rig recipe, one row per (step, parameter), with the export's own spike-time seed."""
+    from hdmf.common import DynamicTable, VectorData
+
     rows = provenance_rows(recording) + [(len(recording.provenance), "export", "spike_time_seed", str(export_seed))]
     _misc(nwbfile).add(DynamicTable(
         name="provenance",
@@ -205,7 +241,6 @@ def _build(recording: Recording, *, identifier: str, subject_id: str, session_id
                  VectorData(name="parameter", description="Parameter name (dotted for nested values).", data=[r[2] for r in rows]),
                  VectorData(name="value", description="Parameter value as text.", data=[r[3] for r in rows])],
         id=list(range(len(rows)))))
-    return nwbfile
 
 
 def _add_unit_index_table(nwbfile, recording: Recording, layers) -> None:
@@ -370,8 +405,8 @@ def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bo
     pathlib.Path
     """
 
-    from virtual_lab.sessions import (_set_deterministic_object_ids, attribution_fields, sanitize_id,
-                                      write_nwb_atomically)
+    from virtual_lab.sessions import attribution_fields, sanitize_id, write_nwb_atomically
+    from virtual_lab.sessions.write import _set_deterministic_object_ids
 
     if blind and subject_id is None:
         raise ValueError("blind export needs an opaque subject_id (see opaque_id)")
@@ -389,7 +424,8 @@ def export_recording(recording: Recording, path: str | os.PathLike, *, blind: bo
 
 def record_sessions(session_paths: Iterable[str | os.PathLike], preset, out_dir: str | os.PathLike, *,
                     seed: int = 0, blind: bool = False, key_path: str | os.PathLike | None = None,
-                    overrides: Mapping[str, Any] | None = None) -> tuple[list[Path], Path | None]:
+                    overrides: Mapping[str, Any] | None = None,
+                    on_unreadable: Callable[[Path, OSError], None] | None = None) -> tuple[list[Path], Path | None]:
     """Observe ground-truth session files through a preset and export each as a rig recording.
 
     Parameters
@@ -407,6 +443,10 @@ def record_sessions(session_paths: Iterable[str | os.PathLike], preset, out_dir:
         Default: ``<out_dir>-blind-key.json`` next to (not inside) ``out_dir``.
     overrides : mapping, optional
         Parameter changes passed to :func:`~virtual_lab.rig.presets.apply_preset`.
+    on_unreadable : callable, optional
+        Called with the path and the error (a :class:`~virtual_lab.sessions.SessionReadError` naming the
+        file) of a session that fails to read, e.g. damaged in the middle of an array; that session is
+        skipped and the others recorded. Without it the error is raised.
 
     Each recording carries the experimenter, institution and lab of its session (the in-silico experimenter
     when the session names none).
@@ -417,7 +457,8 @@ def record_sessions(session_paths: Iterable[str | os.PathLike], preset, out_dir:
     key_path : Path or None
     """
     from virtual_lab.rig.presets import apply_preset, load_preset
-    from virtual_lab.sessions import read_session, read_session_attribution, sanitize_id, session_path
+    from virtual_lab.sessions import (SessionReadError, read_session, read_session_attribution, sanitize_id,
+                                      session_path)
     from virtual_lab.progress import progress_bar
 
     preset = load_preset(preset)
@@ -426,11 +467,17 @@ def record_sessions(session_paths: Iterable[str | os.PathLike], preset, out_dir:
     key: dict[str, Any] = {}
     written = []
     for source in progress_bar(session_paths, desc=f"recording (rig {preset.name})", unit="sessions"):
-        ground_truth = read_session(source)
+        try:
+            ground_truth = read_session(source)
+            attribution = read_session_attribution(source)  # the rig recording credits who ran the session
+        except SessionReadError as error:
+            if on_unreadable is None:
+                raise
+            on_unreadable(Path(source), error)
+            continue
         recording = apply_preset(ground_truth, preset, seed=derive_seed(seed, ground_truth.run_id), **(overrides or {}))
         subject = opaque_id(ground_truth.run_id, key_seed) if blind else sanitize_id(ground_truth.run_id)
         path = session_path(out_dir, subject, preset.name)
-        attribution = read_session_attribution(source)  # the rig recording credits who ran the session
         export_recording(recording, path, blind=blind, subject_id=subject, session_id=preset.name,
                          experimenter=attribution["experimenter"] or None, institution=attribution["institution"],
                          lab=attribution["lab"])

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import importlib.resources
 import inspect
+import json
 import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +52,7 @@ from virtual_lab.rig.tracking import track_units
 from virtual_lab.rig.transforms import add_noise, keep_checkpoints, keep_synapses, keep_units
 from virtual_lab.rig.seeds import rig_stage_seeds
 from virtual_lab.seeding import resolve_seed
-from virtual_lab.validation import check_choice, did_you_mean
+from virtual_lab.validation import InputError, check_choice, check_real, did_you_mean
 
 #: Folder of the bundled presets (package data, read with :mod:`importlib.resources`).
 PRESET_DIR = importlib.resources.files("virtual_lab").joinpath("data", "protocols", "rigs")
@@ -126,12 +127,16 @@ class RigPreset:
         Stage name -> the parameters the preset sets (defaults of the stage function fill the rest).
     path : str
         File the preset was read from ("" if built in code).
+    provenance : dict
+        The file's ``[provenance]`` table (where each value came from; written by ``virtual-lab calibrate``,
+        with ``pilot_files``), empty for the bundled presets.
     """
 
     name: str
     description: str = ""
     stages: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     path: str = ""
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         where = self.path or self.name
@@ -145,8 +150,10 @@ class RigPreset:
                     hint = did_you_mean(f"{stage}.{key}", [f"{stage}.{k}" for k in defaults])
                     raise ValueError(f"{where}: unknown key {stage}.{key}{hint} (allowed: {', '.join(defaults)})")
                 if not _type_ok(value, defaults[key]):
-                    raise TypeError(f"{where}: {stage}.{key} = {value!r} has the wrong type "
-                                    f"(expected {type(defaults[key]).__name__}, like the default {defaults[key]!r})")
+                    raise InputError(where, f"{stage}.{key}", f"{value!r} has the wrong type (expected "
+                                     f"{type(defaults[key]).__name__}, like the default {defaults[key]!r})")
+                if isinstance(value, float):
+                    check_real(f"{stage}.{key}", value, source=where)  # NaN and infinities never make sense
         if "em" in self.stages and ("spines" in self.stages or "checkpoints" in self.stages):
             raise ValueError(f"{where}: an [em] snapshot has one timepoint; it cannot be combined with "
                              f"[checkpoints] or [spines]")
@@ -167,14 +174,83 @@ class RigPreset:
         """
         stages = {stage: dict(params) for stage, params in self.stages.items()}
         for key, value in changes.items():
-            dotted = SHORTCUTS.get(key, key.replace("__", "."))
-            if "." not in dotted:
-                allowed = sorted(SHORTCUTS) + ["<stage>.<key>"]
-                raise ValueError(f"unknown rig parameter {key!r}{did_you_mean(key, SHORTCUTS)} "
-                                 f"(allowed: {', '.join(allowed)})")
-            stage, name = dotted.split(".", 1)
+            stage, name = _parameter(key)
             stages.setdefault(stage, {})[name] = list(value) if isinstance(value, tuple) else value
-        return RigPreset(self.name, self.description, stages, self.path)
+        return RigPreset(self.name, self.description, stages, self.path, self.provenance)
+
+    def with_settings(self, settings: Sequence[str]) -> "RigPreset":
+        """A copy with ``KEY=VALUE`` texts applied (``--set`` on the command line), each parsed with the type of
+        the parameter it sets.
+
+        Parameters
+        ----------
+        settings : sequence of str
+            E.g. ``["noise_sd=0.3", "calcium.indicator=GCaMP6f", "units.layers=fc1,fc2"]``.
+
+        Raises
+        ------
+        ValueError
+            One line naming the setting: no ``=``, an unknown parameter, a value that does not parse as the
+            parameter's type (an integer, a finite number, true/false, or a comma-separated list of names).
+
+        Examples
+        --------
+        >>> load_preset("paper-gaussian").with_settings(["noise_sd=0.3"]).stages["noise"]["sd"]
+        0.3
+        >>> load_preset("paper-gaussian").with_settings(["noise_sd=nan"])
+        Traceback (most recent call last):
+        ...
+        virtual_lab.validation.InputError: --set: noise_sd: 'nan' is not a finite number
+        """
+        changes = {}
+        for item in settings:
+            key, equals, text = item.partition("=")
+            if not equals or not key.strip():
+                raise InputError("--set", item, "expected KEY=VALUE, e.g. noise_sd=0.3 or calcium.noise_level=4")
+            key = key.strip()
+            stage, name = _parameter(key)
+            defaults = stage_defaults(stage)
+            if name not in defaults:
+                raise InputError("--set", key, f"unknown parameter of stage [{stage}]"
+                                               f"{did_you_mean(name, defaults, prefix=f'{stage}.')} "
+                                               f"(allowed: {', '.join(defaults)})")
+            changes[key] = _parse_setting(key, text.strip(), defaults[name])
+        return self.with_params(changes)
+
+
+def _parameter(key: str) -> tuple[str, str]:
+    """``(stage, key)`` of a parameter named as ``"stage.key"``, ``"stage__key"`` or a shortcut (``noise_sd``)."""
+    dotted = SHORTCUTS.get(key, key.replace("__", "."))
+    if "." not in dotted:
+        allowed = sorted(SHORTCUTS) + ["<stage>.<key>"]
+        raise ValueError(f"unknown rig parameter {key!r}{did_you_mean(key, SHORTCUTS)} "
+                         f"(allowed: {', '.join(allowed)})")
+    stage, name = dotted.split(".", 1)
+    return stage, name
+
+
+def _parse_setting(key: str, text: str, default: Any) -> Any:
+    """The value of ``--set key=text``, parsed with the type of the parameter's default."""
+    if isinstance(default, bool):
+        if text.lower() not in ("true", "false"):
+            raise InputError("--set", key, f"{text!r} is not true or false")
+        return text.lower() == "true"
+    if isinstance(default, tuple):  # names: fc1,fc2 (or a JSON list, ["fc1", "fc2"])
+        return [part.strip().strip("'\"") for part in text.strip("[]").split(",") if part.strip()]
+    if isinstance(default, str):
+        return text
+    if isinstance(default, int) and not isinstance(default, float):
+        try:
+            return int(text)
+        except ValueError:
+            raise InputError("--set", key, f"{text!r} is not an integer") from None
+    try:  # a float, or a parameter without a default (a number)
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")):
+        raise InputError("--set", key, f"{text!r} is not a finite number")
+    return int(value) if default is None and value.is_integer() and "." not in text else value
 
 
 def available_presets() -> list[str]:
@@ -244,10 +320,68 @@ def load_preset(name_or_path: str | os.PathLike) -> RigPreset:
         raise ValueError(f"{path}: not valid TOML: {err}") from None
     name = data.pop("name", Path(path.name).stem)
     description = data.pop("description", "")
+    provenance = data.pop("provenance", {})  # where the values came from (virtual-lab calibrate), kept as is
+    if not isinstance(provenance, dict):
+        raise ValueError(f"{path}: provenance must be a [provenance] table")
     for key, value in data.items():
         if not isinstance(value, dict):
             raise ValueError(f"{path}: top-level key {key!r} must be a [stage] table (stages: {', '.join(STAGES)})")
-    return RigPreset(str(name), str(description), data, str(path))
+    return RigPreset(str(name), str(description), data, str(path), provenance)
+
+
+def _toml_key(key: str) -> str:
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else json.dumps(key, ensure_ascii=False)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if value == value else "nan"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def _toml_table(prefix: str, table: Mapping[str, Any]) -> list[str]:
+    """``[prefix]`` with its plain values, then its sub-tables and arrays of tables (None values left out)."""
+    nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+    arrays = {k: v for k, v in table.items() if isinstance(v, list) and v and all(isinstance(x, dict) for x in v)}
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in table.items()
+             if k not in nested and k not in arrays and v is not None]
+    if lines or not (nested or arrays):  # a table of tables needs no header of its own
+        lines.insert(0, f"[{prefix}]")
+    for key, value in nested.items():
+        lines += ([""] if lines else []) + _toml_table(f"{prefix}.{_toml_key(key)}", value)
+    for key, rows in arrays.items():
+        for row in rows:
+            lines += ["", f"[[{prefix}.{_toml_key(key)}]]"] + [f"{_toml_key(k)} = {_toml_value(v)}"
+                                                               for k, v in row.items() if v is not None]
+    return lines
+
+
+def preset_toml(preset: RigPreset, *, comments: Mapping[str, str] | None = None, header: Sequence[str] = ()) -> str:
+    """A preset as the TOML text :func:`load_preset` reads back: name, description, one table per stage (each
+    value with its comment from ``comments["stage.key"]``), then the ``[provenance]`` table.
+
+    Examples
+    --------
+    >>> text = preset_toml(load_preset("paper-gaussian"), comments={"noise.sd": "paper: sigma"})
+    >>> [line for line in text.splitlines() if line.startswith("sd")]
+    ['sd = 0.5                     # paper: sigma']
+    """
+    comments = comments or {}
+    lines = [f"# {line}" for line in header]
+    lines += [f"name = {_toml_value(preset.name)}", f"description = {_toml_value(preset.description)}"]
+    for stage in (s for s in STAGES if s in preset.stages):
+        lines += ["", f"[{stage}]"]
+        for key, value in preset.stages[stage].items():
+            note = " ".join(str(comments.get(f"{stage}.{key}", "")).split())
+            text = f"{key} = {_toml_value(value)}"
+            lines.append(f"{text:<28} # {note}" if note else text)
+    if preset.provenance:
+        lines += [""] + _toml_table("provenance", preset.provenance)
+    return "\n".join(lines) + "\n"
 
 
 #: Measure -> the words a message uses for it.

@@ -59,24 +59,19 @@ starts at ``(k*S + s)/10`` seconds. ``session_start_time`` is the fixed date :da
 (2020-01-01 UTC), so identical inputs give identical files.
 """
 
-from virtual_lab.sessions.checks import inspect_sessions, read_neo, validate_session
+from virtual_lab.sessions.checks import check_session_data, inspect_sessions, read_neo, validate_session
 from virtual_lab.sessions.discover import (SESSION_FILE_KINDS, TEMPORARY, SessionFiles, SkippedFile,
                                            describe_session_file, find_sessions, is_complete_session,
                                            partition_session_files, session_candidates)
 from virtual_lab.sessions.layout import (CLOCK_RATE_HZ, GROUND_TRUTH_SESSION_ID, IN_SILICO_EXPERIMENTER,
                                          LEGACY_NETWORK_MODULE, NETWORK_MODULE, SESSION_START_TIME,
                                          SYNTHETIC_CONSTRUCT_SPECIES, layer_column_name, sanitize_id, session_path)
-from virtual_lab.sessions.read import (ENGINES, SESSION_ARRAYS, read_session, read_session_attribution,
-                                       read_session_metadata)
+from virtual_lab.sessions.read import (ENGINES, SESSION_ARRAYS, SessionReadError, read_session,
+                                       read_session_attribution, read_session_metadata)
 from virtual_lab.sessions.write import attribution_fields, write_nwb_atomically, write_session
 
-# Private helpers other packages import from here (sweeps/storage: _fsync_dir; rig/export:
-# _set_deterministic_object_ids; analysis/power: _decode_value, _h5_network; analysis/controls:
-# _session_files). Kept importable while those modules are being moved; not part of the public API.
-from virtual_lab.sessions.discover import _session_files  # noqa: E402,F401  isort: skip
-from virtual_lab.sessions.layout import _decode_value  # noqa: E402,F401  isort: skip
-from virtual_lab.sessions.read import _h5_network  # noqa: E402,F401  isort: skip
-from virtual_lab.sessions.write import _fsync_dir, _set_deterministic_object_ids  # noqa: E402,F401  isort: skip
+# A private helper another package imports from here (sweeps/storage: _fsync_dir); not part of the public API.
+from virtual_lab.sessions.write import _fsync_dir  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "CLOCK_RATE_HZ",
@@ -90,9 +85,11 @@ __all__ = [
     "SESSION_START_TIME",
     "SYNTHETIC_CONSTRUCT_SPECIES",
     "SessionFiles",
+    "SessionReadError",
     "SkippedFile",
     "TEMPORARY",
     "attribution_fields",
+    "check_session_data",
     "describe_session_file",
     "find_sessions",
     "inspect_sessions",

@@ -12,12 +12,73 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from virtual_lab.sessions.discover import session_candidates
+from virtual_lab.sessions.discover import describe_session_file, session_candidates
 from virtual_lab.sessions.layout import _NEO_DIMENSIONLESS_MESSAGE
 
-__all__ = ["inspect_sessions", "read_neo", "validate_session"]
+__all__ = ["check_session_data", "inspect_sessions", "read_neo", "validate_session"]
+
+#: Contiguous datasets larger than this are read in slices by :func:`check_session_data`.
+_READ_BLOCK_BYTES = 64 * 2**20
+
+
+def _read_dataset(dataset: Any) -> None:
+    """Read every byte of an h5py dataset (chunk by chunk, or in blocks): raises where HDF5 cannot decode it."""
+    if dataset.shape is None or dataset.size == 0:
+        return
+    if dataset.chunks is not None:
+        for selection in dataset.iter_chunks():
+            dataset[selection]
+        return
+    if dataset.ndim == 0 or dataset.size * dataset.dtype.itemsize <= _READ_BLOCK_BYTES:
+        dataset[()]
+        return
+    row_bytes = dataset.size // dataset.shape[0] * dataset.dtype.itemsize
+    step = max(1, _READ_BLOCK_BYTES // row_bytes)
+    for start in range(0, dataset.shape[0], step):
+        dataset[start:start + step]
+
+
+def check_session_data(path: str | os.PathLike) -> str:
+    """Whether a ground-truth session reads completely: its layout, then every dataset and attribute.
+
+    Slower than :func:`~virtual_lab.sessions.describe_session_file` (which opens containers but reads no
+    array): every chunk is read and decompressed, so a file overwritten in the middle whose layout is intact
+    (``filter returned failure during read``) is found. Memory stays bounded (one chunk or 64 MiB at a time).
+
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    str
+        ``""`` when everything reads; otherwise one line: ``"<kind>: <reason>"`` of a file that is not a
+        complete session, or ``"damaged HDF5 data in <object>: <error>"``. Never raises.
+    """
+    import h5py
+
+    kind, reason, _ = describe_session_file(path)
+    if kind != "complete":
+        return f"{kind}: {reason}"
+    current = ["/"]
+
+    def visit(name: str, obj: Any) -> None:
+        current[0] = name
+        dict(obj.attrs)
+        if isinstance(obj, h5py.Dataset):
+            _read_dataset(obj)
+
+    try:
+        with h5py.File(Path(path), "r") as f:
+            dict(f.attrs)
+            f.visititems(visit)
+    except Exception as error:  # noqa: BLE001 - any HDF5 failure is the answer, not a crash
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        return f"damaged HDF5 data in {current[0]}: {text}"
+    return ""
 
 
 def inspect_sessions(

@@ -31,13 +31,34 @@ from virtual_lab.validation import check_choice, did_you_mean
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENGINES", "SESSION_ARRAYS", "read_session", "read_session_attribution", "read_session_metadata"]
+__all__ = ["ENGINES", "SESSION_ARRAYS", "SessionReadError", "read_session", "read_session_attribution",
+           "read_session_metadata"]
 
 #: Engines of :func:`read_session`.
 ENGINES = ("pynwb", "h5py")
 #: Arrays :func:`read_session` can leave out (``arrays=``); the small ones (checkpoint steps, probe labels,
 #: performance curves, metadata) are always read.
 SESSION_ARRAYS = ("activations", "weights", "activity_change", "probe_stimuli")
+
+
+class SessionReadError(OSError, KeyError):
+    """A session file failed to open or read; the message starts with the file's path and is one line.
+
+    Raised by :func:`read_session` for any HDF5 failure, e.g. ``filter returned failure during read`` in the
+    middle of an array of a file whose layout is intact (bytes overwritten), or a missing part of the
+    layout. An ``OSError`` (the command line reports it in one line, exit status 1) and, for code written
+    against the ``KeyError`` of a missing dataset, a ``KeyError`` too.
+    """
+
+    def __str__(self) -> str:  # OSError's, not KeyError's quoted repr
+        return OSError.__str__(self)
+
+
+def _read_error(path: Path, error: BaseException) -> SessionReadError:
+    text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if isinstance(error, KeyError) and text.startswith(("'", '"')):
+        text = text[1:-1]
+    return SessionReadError(f"{path}: cannot read the session ({type(error).__name__}: {text})")
 
 
 # ----------------------------------------------------------------------------------------------- h5py access
@@ -333,22 +354,28 @@ def read_session(
         or repeated; a file whose trials do not split into its checkpoints.
     TypeError
         ``layers`` or ``arrays`` given as one str, ``checkpoints`` not integers.
-    OSError, KeyError
-        The file cannot be opened as HDF5 / lacks part of the layout (use
-        :func:`~virtual_lab.sessions.find_sessions` to skip such files with a reason).
+    SessionReadError
+        The file cannot be opened as HDF5, lacks part of the layout, or its data fails to read (an
+        ``OSError`` and a ``KeyError`` whose message starts with the path; use
+        :func:`~virtual_lab.sessions.find_sessions` to skip files that are not complete sessions).
     """
     path = Path(path)
     if engine not in ENGINES:
         raise ValueError(f"The 'engine' parameter of read_session must be 'pynwb' or 'h5py'. Got {engine!r} instead.")
     wanted = _chosen_arrays(arrays)
     picks = _checkpoint_picks(checkpoints)
-    if engine == "h5py":
-        with h5py.File(path, "r") as f:
-            return _assemble(_H5Source(f), path, layers, wanted, picks)
-    from pynwb import NWBHDF5IO
+    try:
+        if engine == "h5py":
+            with h5py.File(path, "r") as f:
+                return _assemble(_H5Source(f), path, layers, wanted, picks)
+        from pynwb import NWBHDF5IO
 
-    with NWBHDF5IO(str(path), mode="r") as io:
-        ground_truth = _assemble(_NWBSource(io.read()), path, layers, wanted, picks)
+        with NWBHDF5IO(str(path), mode="r") as io:
+            ground_truth = _assemble(_NWBSource(io.read()), path, layers, wanted, picks)
+    except SessionReadError:
+        raise
+    except (OSError, KeyError, RuntimeError) as error:  # h5py/HDF5 failures of a damaged or partial file
+        raise _read_error(path, error) from error
     logger.debug("read session %s", path)
     return ground_truth
 
@@ -392,13 +419,22 @@ def read_session_attribution(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises
     ------
-    OSError
-        The file cannot be opened as HDF5.
+    SessionReadError
+        The file cannot be opened as HDF5 (an ``OSError`` naming the file).
     """
+    try:
+        return _read_attribution(Path(path))
+    except SessionReadError:
+        raise
+    except (OSError, KeyError, RuntimeError) as error:
+        raise _read_error(Path(path), error) from error
+
+
+def _read_attribution(path: Path) -> dict[str, Any]:
     def text(value: Any) -> str:
         return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
-    with h5py.File(Path(path), "r") as f:
+    with h5py.File(path, "r") as f:
         general = f.get("general")
         out: dict[str, Any] = {"experimenter": (), "institution": "", "lab": ""}
         if general is None:

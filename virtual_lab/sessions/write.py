@@ -329,7 +329,10 @@ def _add_performance(nwbfile: NWBFile, gt: GroundTruth) -> None:
         accuracy_text = ("Nearest-class-centroid (cosine) accuracy of the representation layer on the held-out "
                          "probe set (fraction); centroids from the unaugmented training set.")
     else:
-        loss_text = "Task loss (cross-entropy) on the training set."
+        n_examples = gt.metadata.get("n_loss_examples")
+        loss_text = "Task loss (cross-entropy) on the training set." if n_examples is None else (
+            f"Task loss (cross-entropy) on {n_examples} training examples (training metadata: eval_subset, "
+            f"n_loss_examples, eval_subset_seed; the whole training set when eval_subset is 0 or not smaller).")
         accuracy_text = "Accuracy on the held-out probe set (fraction)."
     behavior = nwbfile.create_processing_module(
         name="behavior", description="In silico task performance of the network at every checkpoint.")

@@ -14,6 +14,8 @@ Modules
     Fixed populations and the :class:`~virtual_lab.sweeps.plan.SweepPlan` (no training, no file access).
 :mod:`~virtual_lab.sweeps.storage`
     What is on disk: run-file checks, free space, staging and commit, the manifest file and the event log.
+:mod:`~virtual_lab.sweeps.lock`
+    One writer per recordings folder: the exclusive lock a sweep holds throughout, stale locks taken over.
 :mod:`~virtual_lab.sweeps.executors`
     Training one population in a worker, and the in-process, local-pool and Dask executors.
 :mod:`~virtual_lab.sweeps.run`
@@ -46,9 +48,14 @@ How a sweep runs
    deleted file - is retrained as a whole and only its missing sessions are written, to stay
    bit-identical; the log says so.)
 4. **Record.** ``<root>/sweep_manifest.json`` (rewritten atomically) holds every run of the plan with its
-   status (``complete``, ``diverged``, ``failed``, ``pending``), error, step, rule, architecture and path;
+   status (``complete``, ``diverged``, ``failed``, ``pending``), error, step, rule, architecture, path and
+   the SHA-256 and size of its session taken at commit (``virtual-lab status --verify`` rehashes them);
    ``<root>/sweep_log.jsonl`` is an append-only, fsynced event log (sweep and population starts, every
    run outcome). A failing population is recorded and the sweep goes on.
+
+All four steps run under the folder's exclusive lock (:mod:`virtual_lab.sweeps.lock`, held by the calling
+process whatever the executor): a second sweep on the folder is refused at once, naming the holder, and
+never recovers (deletes) a live sweep's staging.
 
 Executors: ``"local"`` (``n_workers`` worker processes, one torch thread each; ``0`` trains in the calling
 process) and ``"dask"`` (:mod:`dask.distributed`; a scheduler address, or a ``LocalCluster`` bound to

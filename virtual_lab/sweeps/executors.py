@@ -85,9 +85,15 @@ def expected_metadata(spec: "RunSpec", population: Population) -> dict[str, Any]
     }
 
 
-def outcome(run_id: str, status: str, *, error: str = "", step: int = -1, stage: str = "") -> dict[str, Any]:
-    """One run's outcome as a worker reports it (``status`` complete / diverged / failed)."""
-    return {"run_id": run_id, "status": status, "error": error, "step": int(step), "stage": stage}
+def outcome(run_id: str, status: str, *, error: str = "", step: int = -1, stage: str = "",
+            checksum: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One run's outcome as a worker reports it (``status`` complete / diverged / failed).
+
+    ``checksum`` (``sha256`` and ``size`` of the session file written, :func:`virtual_lab.sessions.checksum.
+    file_checksum`) is merged in for a run whose session was written.
+    """
+    return {"run_id": run_id, "status": status, "error": error, "step": int(step), "stage": stage,
+            **(dict(checksum) if checksum else {})}
 
 
 def error_text(error: BaseException) -> str:
@@ -151,8 +157,10 @@ def run_population(task: PopulationTask, progress: Callable[[int], None] | None 
 
 def _write_staged(task: PopulationTask, results: list, staging: Path
                   ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """Write the sessions of ``task.write_ids`` into ``staging``: their outcomes and the moves to commit."""
+    """Write the sessions of ``task.write_ids`` into ``staging``: their outcomes (with the SHA-256 and size of
+    each file written, taken before the commit renames it) and the moves to commit."""
     from virtual_lab.sessions import write_session
+    from virtual_lab.sessions.checksum import file_checksum
 
     population = task.population
     write = set(task.write_ids)
@@ -168,6 +176,7 @@ def _write_staged(task: PopulationTask, results: list, staging: Path
             gt = dataclasses.replace(gt, metadata={**gt.metadata, **extra})
             write_session(gt, staging / staged_name, protocol_name=task.protocol_name,
                           weights_dtype=task.weights_dtype, **task.attribution)
+            checksum = file_checksum(staging / staged_name)
         except Exception as error:  # noqa: BLE001
             logger.error("run %s: writing its session failed: %s", spec.run_id, error_text(error))
             outcomes.append(outcome(spec.run_id, "failed", error=error_text(error), stage="write"))
@@ -176,9 +185,9 @@ def _write_staged(task: PopulationTask, results: list, staging: Path
         if gt.diverged:
             step = int(gt.metadata.get("diverged_step", -1))
             outcomes.append(outcome(spec.run_id, "diverged", error=f"loss became NaN or inf at step {step}",
-                                    step=step, stage="train"))
+                                    step=step, stage="train", checksum=checksum))
         else:
-            outcomes.append(outcome(spec.run_id, "complete"))
+            outcomes.append(outcome(spec.run_id, "complete", checksum=checksum))
     return outcomes, moves
 
 

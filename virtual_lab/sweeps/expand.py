@@ -186,6 +186,7 @@ def run_spec(protocol: Protocol, rule_name: str, *, scale: float, calibrated_sca
         n_probe=protocol.task.n_probe,
         n_checkpoints=protocol.training.n_checkpoints,
         checkpoint_spacing=protocol.training.checkpoint_spacing,
+        eval_subset=protocol.training.eval_subset,
         protocol=protocol.name,
         weight_decay=rule.default_weight_decay if decay is None else float(decay),
         architecture=architecture,

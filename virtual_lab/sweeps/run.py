@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from virtual_lab.sweeps.executors import (EXECUTORS, PopulationTask, error_text, outcome, run_dask, run_in_process,
                                           run_local_pool)
+from virtual_lab.sweeps.lock import sweep_lock
 from virtual_lab.sweeps.plan import SweepPlan, architecture_of, plan_sweep
 from virtual_lab.sweeps.storage import (LOG_NAME, MANIFEST_NAME, STAGING_NAME, EventLog, check_free_space,
-                                        check_run_file, estimate_session_bytes, recover_staging, set_aside,
-                                        write_manifest)
+                                        check_run_file, estimate_session_bytes, previous_runs, recover_staging,
+                                        session_checksum, set_aside, write_manifest)
 from virtual_lab.validation import check_choice, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,14 +130,31 @@ def run_sweep(protocol: "Protocol", *, executor: str = "local", scheduler: str |
         Unknown executor, bad ``n_workers``, ``scheduler`` without ``executor="dask"``.
     InsufficientDiskSpaceError
         The disk lacks room for the sessions to write (before anything is trained).
+    SweepLockedError
+        Another sweep is writing the same recordings folder (:mod:`virtual_lab.sweeps.lock`); nothing is
+        touched.
 
     Notes
     -----
+    The whole call holds the folder's exclusive lock (``<root>/.sweep.lock``, in this process: with the Dask
+    executor too, whose workers write the sessions), so recovering a killed sweep's staging never races a
+    live sweep. Every session committed gets its SHA-256 and size in the manifest (``sha256``, ``size``;
+    sessions found complete keep those of the previous manifest, or are hashed when it has none), which
+    ``virtual-lab status --verify`` checks.
+
     A protocol with ``[sweep.match_curves]`` first calibrates its learning rates on pilot networks (in local
     processes; :func:`virtual_lab.sweeps.calibrate.calibrate_learning_rates`), or reuses the calibration stored
     in the recordings folder.
     """
     _check_arguments(executor, scheduler, n_workers)
+    with sweep_lock(protocol.recordings_dir):
+        return _run_locked(protocol, executor=executor, scheduler=scheduler, n_workers=n_workers,
+                           progress=progress)
+
+
+def _run_locked(protocol: "Protocol", *, executor: str, scheduler: str | None, n_workers: int | None,
+                progress: bool) -> SweepResult:
+    """:func:`run_sweep` under the folder's lock."""
     t0 = time.perf_counter()
     calibration = None
     if protocol.sweep.match_curves is not None:  # pilots first (local processes whatever the executor)
@@ -195,18 +213,20 @@ def _pending_records(plan: SweepPlan) -> dict[str, dict[str, Any]]:
     return {spec.run_id: {
         "run_id": spec.run_id, "status": "pending", "error": "", "step": -1, "rule": spec.rule,
         "architecture": architecture_of(spec), "path": plan.paths[spec.run_id].relative_to(plan.root).as_posix(),
-        "population": population_of[spec.run_id].population_id,
+        "population": population_of[spec.run_id].population_id, "sha256": "", "size": -1,
     } for spec in plan.specs}
 
 
 def _scan(result: SweepResult) -> tuple[set[str], list[int]]:
     """Check every session path: record complete runs, set aside files of another spec or tool.
 
-    Returns the run ids to (re)write and the sizes of the complete session files.
+    Returns the run ids to (re)write and the sizes of the complete session files. A complete session keeps
+    the checksum the previous manifest recorded for it (:func:`~virtual_lab.sweeps.storage.session_checksum`).
     """
     plan = result.plan
     missing: set[str] = set()
     sizes = []
+    previous = previous_runs(plan.root)
     for spec in plan.specs:
         path = plan.paths[spec.run_id]
         check = check_run_file(path, spec)
@@ -216,7 +236,8 @@ def _scan(result: SweepResult) -> tuple[set[str], list[int]]:
             if check.diverged:
                 record.update(error=f"loss became NaN or inf at step {check.diverged_step}",
                               step=check.diverged_step)
-            sizes.append(path.stat().st_size)
+            record.update(session_checksum(path, previous.get(record["path"]), spec.run_id))
+            sizes.append(record["size"])
             continue
         missing.add(spec.run_id)
         if check.state in ("mismatch", "foreign"):
@@ -308,6 +329,8 @@ def _record(result: SweepResult, task: PopulationTask, outcomes: list[dict[str, 
     for item in outcomes:
         record = result.runs[item["run_id"]]
         record.update(status=item["status"], error=item["error"], step=item["step"])
+        if "sha256" in item:
+            record.update(sha256=item["sha256"], size=item["size"])
         if item["status"] != "failed":
             result.n_trained += 1
         else:

@@ -36,8 +36,10 @@ __all__ = [
     "commit_staged",
     "estimate_session_bytes",
     "new_staging_folder",
+    "previous_runs",
     "read_log",
     "recover_staging",
+    "session_checksum",
     "set_aside",
     "spec_metadata",
     "spec_mismatches",
@@ -60,6 +62,10 @@ class InsufficientDiskSpaceError(OSError):
 
 
 SPEC_PREFIX = "spec_"
+#: Spec fields whose value in a file written before the field existed is not today's default: such a file
+#: holds this legacy value (before ``eval_subset``, the recorded loss was taken on the whole training set), so
+#: a sweep retrains it rather than mixing two definitions of the recorded loss in one folder.
+LEGACY_VALUES = {"eval_subset": 0}
 
 
 def _encode_spec_value(value: Any) -> Any:
@@ -99,7 +105,8 @@ def spec_mismatches(spec: "RunSpec", metadata: Mapping[str, Any]) -> list[str]:
     list of str
         One ``"field: stored X, expected Y"`` per difference; empty when the file holds this run.
         A field the file does not store (written before the field existed) counts only when the spec
-        differs from the field's default.
+        differs from the field's default, or from its :data:`LEGACY_VALUES` entry where the old behaviour
+        was not today's default.
     """
     problems = []
     if str(metadata.get("run_id", "")) != spec.run_id:
@@ -111,9 +118,10 @@ def spec_mismatches(spec: "RunSpec", metadata: Mapping[str, Any]) -> list[str]:
         # files written before the spec was stored: compare the plain fields the training table has
         stored_key = key if has_spec else name
         if stored_key not in metadata:
-            default = defaults.get(name, dataclasses.MISSING)
+            default = LEGACY_VALUES.get(name, defaults.get(name, dataclasses.MISSING))
             if has_spec and (default is dataclasses.MISSING or _encode_spec_value(default) != value):
-                problems.append(f"{name}: not stored, expected {value!r}")
+                problems.append(f"{name}: not stored (so {default!r}), expected {value!r}"
+                                if name in LEGACY_VALUES else f"{name}: not stored, expected {value!r}")
             continue
         stored = metadata[stored_key]
         if stored != value:
@@ -397,3 +405,43 @@ def write_manifest(plan: "SweepPlan", runs: Mapping[str, Mapping[str, Any]], fin
         "counts": {k: counts[k] for k in ("complete", "diverged", "failed", "pending")},
         "runs": [runs[s.run_id] for s in plan.specs],
     })
+
+
+def previous_runs(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The run records of the manifest already in ``root``, by session path (relative); empty without one."""
+    try:
+        manifest = json.loads((Path(root) / MANIFEST_NAME).read_text(encoding="utf-8"))
+        return {str(r["path"]): dict(r) for r in manifest.get("runs", []) if isinstance(r, dict) and "path" in r}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return {}
+
+
+def session_checksum(path: Path, previous: Mapping[str, Any] | None, run_id: str) -> dict[str, Any]:
+    """``sha256`` and ``size`` of a complete session a sweep reuses.
+
+    The checksum the previous manifest recorded when the session was committed is kept while the file has
+    the size recorded then (a changed byte is for ``virtual-lab status --verify`` to find, never silently
+    re-recorded); a session without one (committed by a sweep that was killed before recording it, or by an
+    older version) is hashed now.
+
+    Parameters
+    ----------
+    path : Path
+    previous : mapping, optional
+        The run's record in the previous manifest.
+    run_id : str
+
+    Returns
+    -------
+    dict
+        ``sha256`` and ``size``.
+    """
+    from virtual_lab.sessions.checksum import file_checksum
+
+    size = path.stat().st_size
+    if previous and previous.get("run_id") == run_id and previous.get("sha256"):
+        if previous.get("size") == size:
+            return {"sha256": str(previous["sha256"]), "size": int(size)}
+        logger.warning("%s: %d bytes where the manifest recorded %s when it was committed; recording the checksum "
+                       "it has now", path, size, previous.get("size"))
+    return file_checksum(path)

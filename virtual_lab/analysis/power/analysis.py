@@ -1,23 +1,24 @@
-"""The power analysis itself: read and reduce every session, decode every grid point, collect the answers."""
+"""The power analysis itself: read and reduce every session (stage 1), decode every grid point (stage 2,
+:mod:`~virtual_lab.analysis.power.crossval`), choose and confirm the protocol (stage 3), collect the answers."""
 
 from __future__ import annotations
 
 import logging
 import os
-import warnings
 from dataclasses import dataclass
 from itertools import combinations
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from virtual_lab.analysis.observables import Observable, feature_names_for
+from virtual_lab.analysis.observables import Observable
 from virtual_lab.analysis.power.answers import _animals_answer, _holdout_answer, _pair_answers, _sentences
 from virtual_lab.analysis.power.checks import (
     _check_counts, _check_fraction, _float_list, _int_list, _requested_observables, _resolve_layers, _resolve_rules,
     _rig_seed_list,
 )
 from virtual_lab.analysis.power.confirm import confirmed_accuracy, fit_once, split_networks
+from virtual_lab.analysis.power.crossval import _bootstrap, _decode_grid, _Examples, _Networks, _progress, _tally
 from virtual_lab.analysis.power.grid import _Grid, _supported_grid, compute_grid_features
 from virtual_lab.analysis.power.presets import (
     DEFAULT_NOISE_PARAM, _measured_observables, _power_rig, compute_preset_grid_features,
@@ -27,7 +28,7 @@ from virtual_lab.analysis.power.result import PowerResult
 from virtual_lab.analysis.power.sources import _first_layout, _layout_problem, _session_sources, read_session_arrays
 from virtual_lab.analysis.power.verdict import DEFAULT_ANIMALS
 from virtual_lab.seeding import derive_seed, resolve_seed
-from virtual_lab.stats import binomial_chance, stratified_bootstrap_indices
+from virtual_lab.stats import binomial_chance
 from virtual_lab.types import DEPTH_POSITIONS, GroundTruth
 
 logger = logging.getLogger(__name__)
@@ -64,36 +65,6 @@ def _reduce_session(source: GroundTruth | str | os.PathLike, plan: dict[str, Any
         noise_relative=plan["noise_relative"], synapse_fraction=plan["synapse_fraction"],
         observables=plan["observables"], noise_measures=plan["noise_measures"])
     return info
-
-
-# -- decoding one grid point -----------------------------------------------------------------------------------------
-def _decode_point(X: np.ndarray, rule: np.ndarray, network: np.ndarray, layer: np.ndarray, depth: np.ndarray,
-                  feature_names: np.ndarray, decoder: Any, n_splits: int, test_fraction: float,
-                  split_seed: int) -> dict[str, Any]:
-    from virtual_lab.analysis.evaluation import evaluate
-    from virtual_lab.analysis.observables import FeatureTable
-    from virtual_lab.progress import quiet
-
-    finite = np.isfinite(X).all(axis=1)
-    n_dropped = int((~finite).sum())
-    table = FeatureTable(X=X[finite].astype(np.float64), rule=rule[finite], network_id=network[finite],
-                         layer=layer[finite], depth_position=depth[finite],
-                         metadata=tuple({} for _ in range(int(finite.sum()))), feature_names=feature_names)
-    with quiet():  # the grid's own bar reports; one per grid point would drown it
-        result = evaluate(table, decoder, n_splits=n_splits, test_fraction=test_fraction, seed=split_seed, n_jobs=1)
-    test_counts = [sum(1 for p in result.predictions if p["split"] == s) for s in range(result.n_splits)]
-    return {"network_accuracy": result.network_accuracy, "network_balanced_accuracy": result.network_balanced_accuracy,
-            "layer_accuracy": result.layer_accuracy, "n_test_networks": test_counts,
-            "predictions": [(p["network_id"], p["predicted_rule"], bool(p["correct"])) for p in result.predictions],
-            "confusion": result.network_confusion_counts, "classes": result.classes, "n_dropped": n_dropped,
-            "n_networks": result.n_networks}
-
-
-# -- the analysis ----------------------------------------------------------------------------------------------------
-def _progress(total: int, description: str, enabled: bool):
-    from virtual_lab.progress import progress_bar
-
-    return progress_bar(total=total, desc=description, unit="items", enabled=enabled)
 
 
 def power_analysis(recordings: Any, units: Sequence[int], noise: Sequence[float], sessions: Sequence[int], *,
@@ -254,19 +225,6 @@ def _plan(grid: _Grid, rig_settings: Mapping[str, Any], rig_seed_list: Sequence[
 
 
 @dataclass(frozen=True)
-class _Networks:
-    """The networks decoded, in table order: rule, id and run metadata of each, the rules told apart, and
-    those dropped (diverged; unreadable files as ``path: reason``)."""
-
-    rules: np.ndarray
-    ids: np.ndarray
-    classes: tuple[str, ...]
-    diverged: list[str]
-    metadata: tuple[dict[str, Any], ...] = ()
-    unreadable: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class _Settings:
     """Everything :func:`_analyse` needs besides the features (resolved and checked by power_analysis)."""
 
@@ -333,135 +291,6 @@ def _read_networks(sources: Sequence[Any], plan: Mapping[str, Any], requested_ru
                          classes=tuple(sorted(chosen_rules)), diverged=diverged,
                          metadata=tuple(i["metadata"] for i in used), unreadable=tuple(unreadable))
     return networks, features
-
-
-def _point_block(features: Any, grid: _Grid, general: bool, u_i: int, n_i: int, s_i: int, r: int,
-                 positions: np.ndarray) -> np.ndarray:
-    """Features of some networks at one grid point and rig repeat, shape (n, L, K, O)."""
-    if general:
-        return features[s_i][positions, r, u_i, n_i]
-    return features[positions, r, u_i, n_i][:, :, grid.columns(grid.session_values[s_i]), :]
-
-
-class _Examples:
-    """The example columns (rule, network, layer, depth, one-hot depth) of every network, and the decoding
-    matrix of a subset of them at one grid point."""
-
-    def __init__(self, networks: _Networks, grid: _Grid, plan: Mapping[str, Any], features: Any):
-        self.n_layers = len(grid.layers)
-        self.grid, self.features, self.general = grid, features, bool(plan.get("general"))
-        self.rules, self.ids = networks.rules, networks.ids
-        self.names = {k: feature_names_for(plan["observables"], k) for k in grid.session_values}
-
-    def rows(self, positions: np.ndarray) -> tuple[np.ndarray, ...]:
-        n, n_layers = len(positions), self.n_layers
-        layer_col = np.tile(np.array(self.grid.layers, dtype=str), n)
-        depth_col = np.tile(np.array(self.grid.depth, dtype=str), n)
-        onehot = np.zeros((n * n_layers, len(DEPTH_POSITIONS)))
-        onehot[np.arange(n * n_layers), [DEPTH_POSITIONS.index(d) for d in depth_col]] = 1.0
-        return (np.repeat(self.rules[positions], n_layers), np.repeat(self.ids[positions], n_layers), layer_col,
-                depth_col, onehot)
-
-    def matrix(self, u_i: int, n_i: int, s_i: int, r: int, positions: np.ndarray) -> tuple[np.ndarray, ...]:
-        """(X, rule, network, layer, depth, feature names) of ``positions`` at one point and repeat."""
-        rule_col, net_col, layer_col, depth_col, onehot = self.rows(positions)
-        block = _point_block(self.features, self.grid, self.general, u_i, n_i, s_i, r, positions)
-        X = np.hstack([block.reshape(len(positions) * self.n_layers, -1).astype(np.float64), onehot])
-        return X, rule_col, net_col, layer_col, depth_col, self.names[self.grid.session_values[s_i]]
-
-
-def _decode_grid(tasks: Sequence[tuple[str, int, int, int, int]], examples: _Examples,
-                 subsets: Mapping[str, np.ndarray], decoder: Any, n_splits: int, test_fraction: float,
-                 split_seeds: Sequence[int], n_workers: int, progress: bool) -> list[dict[str, Any]]:
-    """Stage 2: cross-validate every (networks, units, noise, sessions, rig seed) task (in workers), in task
-    order; ``subsets`` maps each task's first entry to the networks (positions) it decodes."""
-    from joblib import Parallel, delayed
-
-    def job(name, u_i, n_i, s_i, r):
-        X, rule_col, net_col, layer_col, depth_col, names = examples.matrix(u_i, n_i, s_i, r, subsets[name])
-        return delayed(_decode_point)(X, rule_col, net_col, layer_col, depth_col, names, decoder, n_splits,
-                                      test_fraction, split_seeds[r])
-
-    outputs = []
-    parallel = Parallel(n_jobs=n_workers, return_as="generator", pre_dispatch="2*n_jobs")
-    with _progress(len(tasks), "power: decoding grid points", progress) as bar:
-        for output in parallel(job(*task) for task in tasks):
-            outputs.append(output)
-            bar.update(1)
-    return outputs
-
-
-@dataclass
-class _Tally:
-    """Per-network correct and tested counts and confusion counts of one set of networks over the grid."""
-
-    classes: tuple[str, ...]
-    correct: np.ndarray  # (U, Z, S, N)
-    tested: np.ndarray  # (U, Z, S, N)
-    confusion: np.ndarray  # (U, Z, S, k, k)
-
-
-def _tally(tasks: Sequence[tuple[str, int, int, int, int]], outputs: Sequence[Mapping[str, Any]], grid: _Grid,
-           networks: _Networks, rig_seed_list: Sequence[int], split_seeds: Sequence[int], decoder: Any,
-           subset_classes: Mapping[str, tuple[str, ...]]) -> tuple[list[dict[str, Any]], dict[str, _Tally]]:
-    """Tidy rows and, per set of networks, per-network correct and tested counts and confusion counts."""
-    u_index = {v: grid.units.index(v) for v in grid.unit_values}
-    s_index = {v: grid.sessions.index(v) for v in grid.session_values}
-    position_of = {n: i for i, n in enumerate(networks.ids.tolist())}
-    tallies = {name: _Tally(classes, np.zeros((*grid.shape, len(networks.ids))),
-                            np.zeros((*grid.shape, len(networks.ids))),
-                            np.zeros((*grid.shape, len(classes), len(classes)), dtype=np.int64))
-               for name, classes in subset_classes.items()}
-    decoder_name = str(decoder if isinstance(decoder, str) else type(decoder).__name__)
-    rows = []
-    for (name, u_i, n_i, s_i, r), output in zip(tasks, outputs):
-        units, noise, k = grid.unit_values[u_i], grid.noise[n_i], grid.session_values[s_i]
-        point = (u_index[units], n_i, s_index[k])
-        counts = grid.unit_counts[u_i] or grid.sizes
-        tally = tallies[name]
-        for split in range(len(output["network_accuracy"])):
-            rows.append({"rules": name, "units": units, "noise": noise, "sessions": k, "repeat": r,
-                         "rig_seed": rig_seed_list[r], "split": split, "split_seed": split_seeds[r],
-                         "units_per_layer": ";".join(map(str, counts)), "decoder": decoder_name,
-                         "n_networks": output["n_networks"], "n_test_networks": output["n_test_networks"][split],
-                         "network_accuracy": float(output["network_accuracy"][split]),
-                         "network_balanced_accuracy": float(output["network_balanced_accuracy"][split]),
-                         "layer_accuracy": float(output["layer_accuracy"][split])})
-        for network, _, ok in output["predictions"]:
-            position = position_of[network]
-            tally.tested[point + (position,)] += 1
-            tally.correct[point + (position,)] += ok
-        tally.confusion[point] += output["confusion"]
-        if output["n_dropped"]:
-            logger.warning("%s: units=%s noise=%s sessions=%s repeat %d: dropped %d example(s) with non-finite "
-                           "features", name, units, noise, k, r, output["n_dropped"])
-    return rows, tallies
-
-
-def _bootstrap(tally: _Tally, networks: _Networks, members: np.ndarray, seed: int, n_bootstrap: int,
-               confidence: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Accuracy, its interval and its replicates at every grid point: a bootstrap over the networks
-    ``members`` (positions), stratified by rule, with the same resamples at every grid point."""
-    correct, tested = tally.correct[..., members], tally.tested[..., members]
-    shape, n_net = correct.shape[:-1], correct.shape[-1]
-    rng = np.random.default_rng(seed)
-    resample = stratified_bootstrap_indices(networks.rules[members], n_bootstrap, rng, classes=list(tally.classes))
-    accuracy = np.full(shape, np.nan)
-    boot = np.full((*shape, n_bootstrap), np.nan)
-    for index in np.ndindex(shape):
-        seen_n = tested[index]
-        if not seen_n.any():
-            continue
-        per_network = np.divide(correct[index], seen_n, out=np.full(n_net, np.nan), where=seen_n > 0)
-        accuracy[index] = float(np.nanmean(per_network))
-        with warnings.catch_warnings():  # a resample of only never-tested networks (very few splits): NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            boot[index] = np.nanmean(per_network[resample], axis=1)
-    alpha = 1 - confidence
-    ci_low, ci_high = np.full(shape, np.nan), np.full(shape, np.nan)
-    valid = ~np.isnan(accuracy)
-    ci_low[valid], ci_high[valid] = np.nanquantile(boot[valid], [alpha / 2, 1 - alpha / 2], axis=-1)
-    return accuracy, ci_low, ci_high, boot
 
 
 def _pair_name(pair: Sequence[str]) -> str:
@@ -545,135 +374,179 @@ def _repeats(results: Mapping[tuple, Mapping[str, Any]], key: tuple, n_repeats: 
     return [results[key + (r,)]["predictions"] for r in range(n_repeats) if key + (r,) in results]
 
 
-def _analyse(features: Any, networks: _Networks, grid: _Grid, plan: Mapping[str, Any],
-             settings: _Settings) -> PowerResult:
-    """Stages 2 and 3 on the reduced features: the grid on the selection networks, the choice, and the
-    decodings that confirm it (with the held-out condition, the pairs and the M-animals verdict)."""
-    classes = networks.classes
-    levels = _holdout_levels(networks, settings.holdout, settings.holdout_bins) if settings.holdout else None
-    confirm = _confirmation_mask(networks, settings, levels)
-    selection, confirmation = np.flatnonzero(~confirm), np.flatnonzero(confirm)
-    n_repeats = len(settings.rig_seeds)
+@dataclass(frozen=True)
+class _Selection:
+    """Stage 2 on the selection networks: the grid's tidy rows, its accuracy with the bootstrap interval and
+    replicates, its confusion counts, chance, the thresholds, the chosen protocol and its grid point, and the
+    grid and choice of each pair of rules (``subsets``: the selection networks of each set of rules)."""
+
+    rows: list[dict[str, Any]]
+    accuracy: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    boot: np.ndarray
+    confusion: np.ndarray
+    chance: Any
+    thresholds: list[Any]
+    choice: Any
+    per_noise: Any
+    point: tuple[int, int, int]
+    split_seeds: tuple[int, ...]
+    subsets: dict[str, np.ndarray]
+    pair_grids: dict[str, dict[str, Any]]
+
+
+def _select(examples: _Examples, networks: _Networks, grid: _Grid, selection: np.ndarray,
+            settings: _Settings) -> _Selection:
+    """Stage 2: cross-validate the grid on the selection networks (all rules, and each pair of rules for the
+    pairwise table), bootstrap its accuracy over networks, and choose the protocol (overall and per pair)."""
+    classes, n_repeats, target = networks.classes, len(settings.rig_seeds), settings.target
     split_seeds = tuple(derive_seed(settings.seed, "splits", r) for r in range(n_repeats))
     subsets, subset_classes = {"all": selection}, {"all": classes}
     pair_list = list(combinations(classes, 2)) if settings.pairs and len(classes) > 2 else []
     for pair in pair_list:
         subsets[_pair_name(pair)] = selection[np.isin(networks.rules[selection], pair)]
         subset_classes[_pair_name(pair)] = tuple(pair)
-    examples = _Examples(networks, grid, plan, features)
     tasks = [(name, u_i, n_i, s_i, r) for name in subsets for u_i in range(len(grid.unit_values))
              for n_i in range(len(grid.noise)) for s_i in range(len(grid.session_values)) for r in range(n_repeats)]
     outputs = _decode_grid(tasks, examples, subsets, settings.decoder, settings.n_splits, settings.test_fraction,
-                           split_seeds, settings.n_workers, settings.progress)  # stage 2
+                           split_seeds, settings.n_workers, settings.progress)
     rows, tallies = _tally(tasks, outputs, grid, networks, settings.rig_seeds, split_seeds, settings.decoder,
                            subset_classes)
     del outputs
-    target, confidence = settings.target, settings.confidence
-    accuracy, ci_low, ci_high, boot = _bootstrap(tallies["all"], networks, selection,
-                                                 derive_seed(settings.seed, "bootstrap"), settings.n_bootstrap,
-                                                 confidence)
-    chance = binomial_chance(len(selection), len(classes), confidence)
-    thresholds = _thresholds(grid.units, grid.noise, grid.sessions, accuracy, ci_low, boot, target, confidence)
-    choice, per_noise = _choose(grid.units, grid.noise, grid.sessions, accuracy, ci_low, target)
-    point = _operating_index(choice, accuracy)
 
-    jobs = _fit_jobs(examples, networks, grid, point, selection, confirmation, settings, ("confirm",))
+    def bootstrap(name: str, *seed_parts: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return _bootstrap(tallies[name], networks, subsets[name], derive_seed(settings.seed, "bootstrap", *seed_parts),
+                          settings.n_bootstrap, settings.confidence)
+
+    accuracy, ci_low, ci_high, boot = bootstrap("all")
+    choice, per_noise = _choose(grid.units, grid.noise, grid.sessions, accuracy, ci_low, target)
+    pair_grids = {}
+    for pair in pair_list:
+        name = _pair_name(pair)
+        acc, low, high, _ = bootstrap(name, name)
+        pair_choice, _ = _choose(grid.units, grid.noise, grid.sessions, acc, low, target)
+        pair_grids[name] = {"pair": pair, "accuracy": acc, "ci_low": low, "ci_high": high, "choice": pair_choice,
+                            "point": _operating_index(pair_choice, acc)}
+    return _Selection(
+        rows=rows, accuracy=accuracy, ci_low=ci_low, ci_high=ci_high, boot=boot, confusion=tallies["all"].confusion,
+        chance=binomial_chance(len(selection), len(classes), settings.confidence),
+        thresholds=_thresholds(grid.units, grid.noise, grid.sessions, accuracy, ci_low, boot, target,
+                               settings.confidence),
+        choice=choice, per_noise=per_noise, point=_operating_index(choice, accuracy), split_seeds=split_seeds,
+        subsets=subsets, pair_grids=pair_grids)
+
+
+def _confirmation_jobs(examples: _Examples, networks: _Networks, grid: _Grid, chosen: _Selection,
+                       selection: np.ndarray, confirmation: np.ndarray, levels: Any,
+                       settings: _Settings) -> list[tuple[tuple, Any]]:
+    """Stage 3's decodings at the chosen protocol: the confirmation networks, each held-out level (trained on
+    the selection networks of the other levels), and each pair of rules at the pair's own protocol."""
+    jobs = _fit_jobs(examples, networks, grid, chosen.point, selection, confirmation, settings, ("confirm",))
     if levels is not None:
         for level in range(len(levels.labels)):
             train = selection[levels.index[selection] != level]
             test = confirmation[levels.index[confirmation] == level]
             if len(test) and len(set(networks.rules[train].tolist())) >= 2:
-                jobs += _fit_jobs(examples, networks, grid, point, train, test, settings, ("holdout", level))
-    pair_grids = {}
-    for pair in pair_list:
-        name = _pair_name(pair)
-        acc, low, high, _ = _bootstrap(tallies[name], networks, subsets[name],
-                                       derive_seed(settings.seed, "bootstrap", name), settings.n_bootstrap,
-                                       confidence)
-        pair_choice, _ = _choose(grid.units, grid.noise, grid.sessions, acc, low, target)
-        pair_point = _operating_index(pair_choice, acc)
-        pair_grids[name] = {"pair": pair, "accuracy": acc, "ci_low": low, "ci_high": high, "choice": pair_choice,
-                            "point": pair_point}
-        test = confirmation[np.isin(networks.rules[confirmation], pair)]
-        jobs += _fit_jobs(examples, networks, grid, pair_point, subsets[name], test, settings, ("pair", name))
-    grid_confusion = tallies["all"].confusion
-    del tallies
-    fits = _run_fits(jobs, settings)  # stage 3
+                jobs += _fit_jobs(examples, networks, grid, chosen.point, train, test, settings, ("holdout", level))
+    for name, g in chosen.pair_grids.items():
+        test = confirmation[np.isin(networks.rules[confirmation], g["pair"])]
+        jobs += _fit_jobs(examples, networks, grid, g["point"], chosen.subsets[name], test, settings, ("pair", name))
+    return jobs
 
+
+def _confirmations(fits: Mapping[tuple, Mapping[str, Any]], networks: _Networks, confirmation: np.ndarray,
+                   levels: Any, pair_grids: Mapping[str, Mapping[str, Any]],
+                   settings: _Settings) -> tuple[dict[str, Any], dict[int, Any] | None, dict[str, Any]]:
+    """The confirmed accuracy (:func:`confirmed_accuracy`) at the chosen protocol, at each held-out level
+    (None without a holdout axis) and for each pair of rules."""
     confirm_seed = derive_seed(settings.seed, "confirmation bootstrap")
-    confirmed = confirmed_accuracy(_repeats(fits, ("confirm",), n_repeats), networks.ids[confirmation],
-                                   networks.rules[confirmation], classes, confidence=confidence,
-                                   n_bootstrap=settings.n_bootstrap, seed=confirm_seed)
+
+    def confirmed(key: tuple, members: np.ndarray, classes: Sequence[str], seed: int) -> dict[str, Any]:
+        return confirmed_accuracy(_repeats(fits, key, len(settings.rig_seeds)), networks.ids[members],
+                                  networks.rules[members], classes, confidence=settings.confidence,
+                                  n_bootstrap=settings.n_bootstrap, seed=seed)
+
+    overall = confirmed(("confirm",), confirmation, networks.classes, confirm_seed)
+    held = None if levels is None else {
+        level: confirmed(("holdout", level), confirmation, networks.classes, derive_seed(confirm_seed, level))
+        for level in range(len(levels.labels))}
+    pairs = {}
+    for name, g in pair_grids.items():
+        in_pair = confirmation[np.isin(networks.rules[confirmation], g["pair"])]
+        pairs[name] = confirmed(("pair", name), in_pair, g["pair"], derive_seed(confirm_seed, name))
+    return overall, held, pairs
+
+
+def _analyse(features: Any, networks: _Networks, grid: _Grid, plan: Mapping[str, Any],
+             settings: _Settings) -> PowerResult:
+    """Stages 2 and 3 on the reduced features: the grid on the selection networks, the choice, and the
+    decodings that confirm it (with the held-out condition, the pairs and the M-animals verdict)."""
+    classes, target, confidence = networks.classes, settings.target, settings.confidence
+    levels = _holdout_levels(networks, settings.holdout, settings.holdout_bins) if settings.holdout else None
+    confirm = _confirmation_mask(networks, settings, levels)
+    selection, confirmation = np.flatnonzero(~confirm), np.flatnonzero(confirm)
+    examples = _Examples(networks, grid, plan, features)
+    chosen = _select(examples, networks, grid, selection, settings)  # stage 2
+    fits = _run_fits(_confirmation_jobs(examples, networks, grid, chosen, selection, confirmation, levels, settings),
+                     settings)  # stage 3
+    confirmed, held, pair_confirmed = _confirmations(fits, networks, confirmation, levels, chosen.pair_grids,
+                                                     settings)
+    point = chosen.point
     confirmed["point"] = {"units": grid.units[point[0]], "noise": grid.noise[point[1]],
                           "sessions": grid.sessions[point[2]]}
     noise_param = settings.rig.get("noise_param")
-    recommendation = _recommend(grid.units, grid.noise, grid.sessions, accuracy, ci_low, ci_high,
-                                confirmed["confusion"], classes, target, confidence, settings.rig["name"], chance,
-                                choice, per_noise, confirmed, len(selection),
-                                " x signal SD" if settings.rig["noise_relative"] else "",
+    recommendation = _recommend(grid.units, grid.noise, grid.sessions, chosen.accuracy, chosen.ci_low,
+                                chosen.ci_high, confirmed["confusion"], classes, target, confidence,
+                                settings.rig["name"], chosen.chance, chosen.choice, chosen.per_noise, confirmed,
+                                len(selection), " x signal SD" if settings.rig["noise_relative"] else "",
                                 noise_name=None if noise_param in (None, DEFAULT_NOISE_PARAM) else noise_param)
     animals = _animals_answer(confirmed, classes, settings.animals, settings.n_bootstrap, confidence,
                               derive_seed(settings.seed, "animals"))
-    holdout = None
-    if levels is not None:
-        held = {level: confirmed_accuracy(_repeats(fits, ("holdout", level), n_repeats),
-                                          networks.ids[confirmation], networks.rules[confirmation], classes,
-                                          confidence=confidence, n_bootstrap=settings.n_bootstrap,
-                                          seed=derive_seed(confirm_seed, level))
-                for level in range(len(levels.labels))}
-        holdout = _holdout_answer(settings.holdout, levels, held, confirmed, networks, confirmation, classes,
-                                  settings, derive_seed(settings.seed, "animals", "holdout"))
-    pair_confirmed = {}
-    for name, g in pair_grids.items():
-        in_pair = confirmation[np.isin(networks.rules[confirmation], g["pair"])]
-        pair_confirmed[name] = confirmed_accuracy(_repeats(fits, ("pair", name), n_repeats), networks.ids[in_pair],
-                                                  networks.rules[in_pair], g["pair"], confidence=confidence,
-                                                  n_bootstrap=settings.n_bootstrap,
-                                                  seed=derive_seed(confirm_seed, name))
-    pairs = _pair_answers(pair_grids, pair_confirmed, grid, settings)
-    seeds = {"seed": settings.seed, "rig_seeds": list(settings.rig_seeds), "split_seeds": list(split_seeds),
-             "bootstrap_seed": derive_seed(settings.seed, "bootstrap"), "n_bootstrap": settings.n_bootstrap,
-             "confirm_seed": derive_seed(settings.seed, "confirm"),
-             "confirm_decoder_seeds": [derive_seed(settings.seed, "confirm", r) for r in range(n_repeats)]}
-    provenance = _provenance(seeds, grid, plan, settings.rig, settings.decoder, settings.n_splits,
-                             settings.test_fraction, settings.cap_units, confidence, settings.n_sources,
-                             networks.diverged)
-    provenance.update(
-        selection=("networks split once, stratified by rule" + ("" if levels is None else f" and {settings.holdout}")
-                   + (f", {settings.confirm_fraction:.0%} of each rule's networks confirming" if
-                      settings.confirm_networks is None else ", confirmation networks given")),
-        unreadable_skipped=list(networks.unreadable), holdout_axis=settings.holdout)
+    holdout = None if levels is None else _holdout_answer(
+        settings.holdout, levels, held, confirmed, networks, confirmation, classes, settings,
+        derive_seed(settings.seed, "animals", "holdout"))
+    pairs = _pair_answers(chosen.pair_grids, pair_confirmed, grid, settings)
+    provenance = _provenance(grid, plan, settings, networks, levels is not None, chosen.split_seeds)
     answers = _sentences(recommendation, holdout, pairs, animals, settings, len(selection), len(confirmation),
                          networks)
     return PowerResult(classes=classes, units=grid.units, noise=grid.noise, sessions=grid.sessions,
-                       accuracy=accuracy, ci_low=ci_low, ci_high=ci_high, bootstrap=boot, confusion=grid_confusion,
-                       rows=tuple(rows), skipped=grid.skipped, chance=chance, thresholds=tuple(thresholds),
-                       recommendation=recommendation, target=target, confidence=confidence,
-                       n_networks=len(networks.ids), networks=tuple(networks.ids.tolist()), provenance=provenance,
+                       accuracy=chosen.accuracy, ci_low=chosen.ci_low, ci_high=chosen.ci_high, bootstrap=chosen.boot,
+                       confusion=chosen.confusion, rows=tuple(chosen.rows), skipped=grid.skipped,
+                       chance=chosen.chance, thresholds=tuple(chosen.thresholds), recommendation=recommendation,
+                       target=target, confidence=confidence, n_networks=len(networks.ids),
+                       networks=tuple(networks.ids.tolist()), provenance=provenance,
                        selection_networks=tuple(networks.ids[selection].tolist()),
                        confirmation_networks=tuple(networks.ids[confirmation].tolist()), confirmation=confirmed,
                        holdout=holdout, pairs=tuple(pairs), animals=animals, answers=answers)
 
 
-def _provenance(seeds: Mapping[str, Any], grid: _Grid, plan: Mapping[str, Any], rig_settings: Mapping[str, Any],
-                decoder: Any, n_splits: int, test_fraction: float, cap_units: bool, confidence: float,
-                n_sources: int, diverged: Sequence[str]) -> dict[str, Any]:
-    """Resolved seeds, rig, decoder and grid settings, sources and version of one analysis."""
+def _provenance(grid: _Grid, plan: Mapping[str, Any], settings: _Settings, networks: _Networks, held_out: bool,
+                split_seeds: Sequence[int]) -> dict[str, Any]:
+    """Resolved seeds, rig, decoder and grid settings, sources, the network split and version of one analysis."""
     from virtual_lab import __version__
 
+    seed, rig_settings, decoder = settings.seed, settings.rig, settings.decoder
     noise_param = rig_settings.get("noise_param")
     return {
-        **seeds,
+        "seed": seed, "rig_seeds": list(settings.rig_seeds), "split_seeds": list(split_seeds),
+        "bootstrap_seed": derive_seed(seed, "bootstrap"), "n_bootstrap": settings.n_bootstrap,
+        "confirm_seed": derive_seed(seed, "confirm"),
+        "confirm_decoder_seeds": [derive_seed(seed, "confirm", r) for r in range(len(settings.rig_seeds))],
         "network_rig_seed": ("derive_seed(rig_seed, run_id), split into one seed per rig stage by "
                              "virtual_lab.rig.rig_stage_seeds, as observe() and apply_preset split it"),
         "noise_axis": noise_param or ("noise SD (x signal SD)" if rig_settings["noise_relative"] else "noise SD"),
         "rig": rig_settings, "decoder": decoder if isinstance(decoder, str) else type(decoder).__name__,
-        "n_splits": int(n_splits), "test_fraction": float(test_fraction), "cap_units": bool(cap_units),
-        "layers": list(grid.layers), "layer_sizes": list(grid.sizes),
+        "n_splits": int(settings.n_splits), "test_fraction": float(settings.test_fraction),
+        "cap_units": bool(settings.cap_units), "layers": list(grid.layers), "layer_sizes": list(grid.sizes),
         "observables": [o.name for o in plan["observables"]], "checkpoint_spacing": "even",
-        "n_checkpoints_recorded": grid.n_checkpoints, "n_sessions_read": n_sources, "diverged_dropped": diverged,
-        "virtual_lab_version": __version__,
+        "n_checkpoints_recorded": grid.n_checkpoints, "n_sessions_read": settings.n_sources,
+        "diverged_dropped": networks.diverged, "virtual_lab_version": __version__,
         "accuracy": "network level; mean over networks of each network's fraction correct over its test splits "
                     "and rig repeats",
-        "interval": f"{confidence:.0%} percentile bootstrap over networks, stratified by rule",
+        "interval": f"{settings.confidence:.0%} percentile bootstrap over networks, stratified by rule",
+        "selection": ("networks split once, stratified by rule" + (f" and {settings.holdout}" if held_out else "")
+                      + (f", {settings.confirm_fraction:.0%} of each rule's networks confirming" if
+                         settings.confirm_networks is None else ", confirmation networks given")),
+        "unreadable_skipped": list(networks.unreadable), "holdout_axis": settings.holdout,
     }

@@ -173,72 +173,89 @@ def _sentences(recommendation: Mapping[str, Any], holdout: Mapping[str, Any] | N
                pairs: Sequence[Mapping[str, Any]], animals: Mapping[str, Any], settings: Any, n_selection: int,
                n_confirmation: int, networks: Any) -> dict[str, Any]:
     """One sentence per question, and the assumptions they rest on."""
-    confidence, target = settings.confidence, settings.target
-    percent = f"{target:.0%}"
-    out: dict[str, Any] = {"recommendation": recommendation["sentence"], "holdout": None, "pairs": None,
-                           "animals": None}
-    if holdout is not None:
-        pooled, worst = holdout["pooled"], holdout["worst"]
-        labels = ", ".join(row["level"] for row in holdout["levels"])
-        if pooled["accuracy"] is None or worst is None:
-            out["holdout"] = f"No level of {holdout['axis']} could be held out ({labels})."
-        else:
-            inside = worst["in_distribution"]
-            inside_text = ("" if inside["accuracy"] is None else
-                           f"; the same networks with their level simulated: {inside['accuracy']:.2f}")
-            out["holdout"] = (
-                f"If the animal's {holdout['axis']} was not simulated (each of its {len(holdout['levels'])} levels "
-                f"{labels} left out of training in turn, tested on that level's confirmation networks), the "
-                f"recommended protocol gives {pooled['accuracy']:.2f} {_interval(pooled['wilson'])} over "
-                f"{pooled['n']} networks; at the worst level, {worst['level']} ({worst['position']}), "
-                f"{worst['accuracy']:.2f} {_interval(worst['wilson'])} over {worst['n_test_networks']} networks"
-                f"{inside_text} ({confidence:.0%} Wilson intervals).")
-    if pairs:
-        groups: dict[str, list[Mapping[str, Any]]] = {}
-        for p in pairs:
-            groups.setdefault(p["category"], []).append(p)
-        parts = []
-        if "easy" in groups:
-            first = groups["easy"][0]
-            parts.append(f"easy (>= {percent}, confirmed, with the smallest tested protocol: {first['units']} "
-                         f"neurons in {first['sessions']} sessions at {_noise_text(first['noise'], settings)}): "
-                         + ", ".join(p["label"] for p in groups["easy"]))
-        if "separable" in groups:
-            parts.append("separable with more: " + "; ".join(
-                f"{p['label']} ({p['units']} neurons, {p['sessions']} sessions, {_noise_text(p['noise'], settings)}: "
-                f"{p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})"
-                for p in groups["separable"]))
-        if "not confirmed" in groups:
-            parts.append(f"chosen but below {percent} on the confirmation networks: " + "; ".join(
-                f"{p['label']} ({p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})"
-                for p in groups["not confirmed"]))
-        if "not separated" in groups:
-            parts.append(f"not separated at {percent} by any tested protocol: " + "; ".join(
-                f"{p['label']} (best {p['selected']['accuracy']:.2f}, confirmed "
-                f"{(p['confirmed']['accuracy'] or 0):.2f} {_interval(p['confirmed']['wilson'])})"
-                for p in groups["not separated"]))
-        out["pairs"] = ("Each pair of rules decoded by a decoder trained on those two rules only, its protocol chosen "
-                        "on their selection networks and confirmed on their confirmation networks -- "
-                        + "; ".join(parts) + ".")
     table = animals.get("table") or []
-    if table:
-        cells = ", ".join(f"{row['p_correct']:.2f} {_interval(row['ci'])} with {row['animals']} "
-                          f"animal{'s' if row['animals'] > 1 else ''}" for row in table)
-        held = ((holdout or {}).get("animals") or {}).get("table") or []
-        held_text = ""
-        if held:
-            held_text = (f"; if their {holdout['axis']} was not simulated (the held-out confusion, pooled over the "
-                         f"left-out levels): " + ", ".join(
-                             f"{row['p_correct']:.2f} {_interval(row['ci'])} with {row['animals']}" for row in held))
-        out["animals"] = (f"If M recorded animals share one rule, the posterior verdict (uniform prior; likelihood: "
-                          f"the confusion of the {animals['n_networks']} confirmation networks) is right with "
-                          f"probability {cells}{held_text} ({confidence:.0%} bootstrap intervals; the animals' "
-                          f"predictions independent given the rule).")
+    return {"recommendation": recommendation["sentence"],
+            "holdout": None if holdout is None else _holdout_sentence(holdout, settings.confidence),
+            "pairs": _pairs_sentence(pairs, settings) if pairs else None,
+            "animals": _animals_sentence(animals, holdout, settings.confidence) if table else None,
+            "assumptions": _assumptions(holdout, bool(pairs), bool(table), settings, n_selection, n_confirmation,
+                                        networks)}
+
+
+def _holdout_sentence(holdout: Mapping[str, Any], confidence: float) -> str:
+    """The held-out answer: pooled over the levels left out of training, and at the worst level."""
+    pooled, worst = holdout["pooled"], holdout["worst"]
+    labels = ", ".join(row["level"] for row in holdout["levels"])
+    if pooled["accuracy"] is None or worst is None:
+        return f"No level of {holdout['axis']} could be held out ({labels})."
+    inside = worst["in_distribution"]
+    inside_text = ("" if inside["accuracy"] is None else
+                   f"; the same networks with their level simulated: {inside['accuracy']:.2f}")
+    return (f"If the animal's {holdout['axis']} was not simulated (each of its {len(holdout['levels'])} levels "
+            f"{labels} left out of training in turn, tested on that level's confirmation networks), the "
+            f"recommended protocol gives {pooled['accuracy']:.2f} {_interval(pooled['wilson'])} over "
+            f"{pooled['n']} networks; at the worst level, {worst['level']} ({worst['position']}), "
+            f"{worst['accuracy']:.2f} {_interval(worst['wilson'])} over {worst['n_test_networks']} networks"
+            f"{inside_text} ({confidence:.0%} Wilson intervals).")
+
+
+def _pairs_sentence(pairs: Sequence[Mapping[str, Any]], settings: Any) -> str:
+    """The pairwise answer: the pairs grouped by category (easy, separable with more, not confirmed, not
+    separated)."""
+    percent = f"{settings.target:.0%}"
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for p in pairs:
+        groups.setdefault(p["category"], []).append(p)
+    parts = []
+    if "easy" in groups:
+        first = groups["easy"][0]
+        parts.append(f"easy (>= {percent}, confirmed, with the smallest tested protocol: {first['units']} "
+                     f"neurons in {first['sessions']} sessions at {_noise_text(first['noise'], settings)}): "
+                     + ", ".join(p["label"] for p in groups["easy"]))
+    if "separable" in groups:
+        parts.append("separable with more: " + "; ".join(
+            f"{p['label']} ({p['units']} neurons, {p['sessions']} sessions, {_noise_text(p['noise'], settings)}: "
+            f"{p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})"
+            for p in groups["separable"]))
+    if "not confirmed" in groups:
+        parts.append(f"chosen but below {percent} on the confirmation networks: " + "; ".join(
+            f"{p['label']} ({p['confirmed']['accuracy']:.2f} {_interval(p['confirmed']['wilson'])})"
+            for p in groups["not confirmed"]))
+    if "not separated" in groups:
+        parts.append(f"not separated at {percent} by any tested protocol: " + "; ".join(
+            f"{p['label']} (best {p['selected']['accuracy']:.2f}, confirmed "
+            f"{(p['confirmed']['accuracy'] or 0):.2f} {_interval(p['confirmed']['wilson'])})"
+            for p in groups["not separated"]))
+    return ("Each pair of rules decoded by a decoder trained on those two rules only, its protocol chosen "
+            "on their selection networks and confirmed on their confirmation networks -- "
+            + "; ".join(parts) + ".")
+
+
+def _animals_sentence(animals: Mapping[str, Any], holdout: Mapping[str, Any] | None, confidence: float) -> str:
+    """The M-animals answer: P(the verdict is right) for each M, simulated and (with a holdout axis) held out."""
+    cells = ", ".join(f"{row['p_correct']:.2f} {_interval(row['ci'])} with {row['animals']} "
+                      f"animal{'s' if row['animals'] > 1 else ''}" for row in animals["table"])
+    held = ((holdout or {}).get("animals") or {}).get("table") or []
+    held_text = ""
+    if held:
+        held_text = (f"; if their {holdout['axis']} was not simulated (the held-out confusion, pooled over the "
+                     f"left-out levels): " + ", ".join(
+                         f"{row['p_correct']:.2f} {_interval(row['ci'])} with {row['animals']}" for row in held))
+    return (f"If M recorded animals share one rule, the posterior verdict (uniform prior; likelihood: "
+            f"the confusion of the {animals['n_networks']} confirmation networks) is right with "
+            f"probability {cells}{held_text} ({confidence:.0%} bootstrap intervals; the animals' "
+            f"predictions independent given the rule).")
+
+
+def _assumptions(holdout: Mapping[str, Any] | None, pairs: bool, animals: bool, settings: Any, n_selection: int,
+                 n_confirmation: int, networks: Any) -> list[str]:
+    """The assumptions every answer rests on (conditions simulated, selection and confirmation, the animal as
+    the unit), and those of the pairwise and M-animals answers when they are given."""
     conditions = _conditions(networks)
     simulated = "; ".join(f"{key} {_values_text(values)}" for key, values in conditions.items())
     held = (f"held out: {holdout['axis']}, one level at a time (only in the held-out answer)" if holdout is not None
             else "nothing held out: every answer assumes the animal's condition is one of those simulated")
-    out["assumptions"] = [
+    out = [
         f"Simulated conditions: {simulated or 'not recorded in the sessions'}; {held}.",
         f"The protocol was chosen on {n_selection} selection networks (grouped cross-validation over the grid) "
         f"and every reported accuracy measured on {n_confirmation} other networks that took no part in the "
@@ -247,12 +264,12 @@ def _sentences(recommendation: Mapping[str, Any], holdout: Mapping[str, Any] | N
         f"for {len(settings.rig_seeds)} repeat(s) per network.",
     ]
     if pairs:
-        out["assumptions"].append(
+        out.append(
             "Pairs are decoded by a decoder trained on the two rules only: it answers 'is it A or B?' once the other "
             "rules are ruled out; the all-rules confusion restricted to the pair would either count errors towards a "
             "third rule against the pair or, conditioning on a prediction inside the pair, drop them.")
-    if table:
-        out["assumptions"].append(
+    if animals:
+        out.append(
             "M animals: independent animals sharing one rule, each decoded on its own; the likelihood is the "
             "confirmation networks' confusion with a 1/k pseudo-count per cell; uniform prior over the rules; ties "
             "count as a fair coin.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import numbers
 from typing import Any, Iterable, Sequence
 
@@ -11,6 +10,7 @@ import numpy as np
 from virtual_lab.analysis.observables import ADMISSIBLE_OBSERVABLES, ALL_OBSERVABLES, _as_observables
 from virtual_lab.lab.rules import RULES, canonical_name, short_name
 from virtual_lab.seeding import derive_seed, resolve_seed
+from virtual_lab.validation import did_you_mean
 
 
 def _int_list(name: str, values: Iterable[Any], minimum: int) -> tuple[int, ...]:
@@ -59,10 +59,8 @@ def _resolve_rules(requested: Sequence[str] | None, available: Sequence[str]) ->
         full = canonical_name(name)
         if full not in available:
             names = list(available) + [alias for rule in available if rule in RULES for alias in RULES[rule].aliases]
-            close = difflib.get_close_matches(str(name), names, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"rules: {name!r} is not a rule of these recordings; recorded rules: "
-                             f"{', '.join(sorted(available))}.{hint}")
+                             f"{', '.join(sorted(available))}{did_you_mean(name, names)}")
         if full in resolved:
             raise ValueError(f"rules: {name!r} is given twice")
         resolved.append(full)
@@ -110,7 +108,6 @@ def _resolve_layers(requested: Sequence[str] | None, recorded: Sequence[str]) ->
     layers = tuple(requested)
     for name in layers:
         if name not in recorded:
-            close = difflib.get_close_matches(name, list(recorded), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"layers: {name!r} is not a recorded layer; recorded: {', '.join(recorded)}.{hint}")
+            raise ValueError(f"layers: {name!r} is not a recorded layer; recorded: "
+                             f"{', '.join(recorded)}{did_you_mean(name, recorded)}")
     return layers

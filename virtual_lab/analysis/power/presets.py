@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import logging
 import numbers
 from pathlib import Path
@@ -16,6 +15,7 @@ from virtual_lab.analysis.observables import Observable, compute_observables
 from virtual_lab.rig.recording import Recording
 from virtual_lab.seeding import derive_seed
 from virtual_lab.types import GroundTruth
+from virtual_lab.validation import did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +72,13 @@ def resolve_rig(rig: str | Mapping[str, Any] | None) -> dict[str, Any]:
     extra = _external_presets()
     if rig in extra:
         return extra[rig]
-    if rig.endswith(".toml") and Path(rig).is_file():
+    if rig.endswith(".toml"):  # a preset file (e.g. written by virtual-lab calibrate)
+        if not Path(rig).is_file():
+            raise ValueError(f"rig preset file {rig!r} does not exist")
         return general_rig(rig)
     available += list(extra)
-    close = difflib.get_close_matches(rig, available, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(f"unknown rig preset {rig!r}; available for power analysis: {', '.join(available)}.{hint}")
+    raise ValueError(f"unknown rig preset {rig!r}; available for power analysis: "
+                     f"{', '.join(available)}{did_you_mean(rig, available)}")
 
 
 #: Preset stages the power engine reproduces exactly (the grid sets units, noise SD and sessions).
@@ -113,9 +114,11 @@ def general_rig(preset: str) -> dict[str, Any]:
     from virtual_lab.rig.presets import load_preset
 
     loaded = load_preset(preset)
+    pilots = list(loaded.provenance.get("pilot_files", []))  # a preset written by virtual-lab calibrate
     return {"name": loaded.name, "description": loaded.description, "preset": loaded.path or preset,
             "general": True, "noise_relative": True, "synapse_fraction": None,
-            "noise_measures": ("weight", "act", "gradavg"), "origin": "preset", "stages": list(loaded.stages)}
+            "noise_measures": ("weight", "act", "gradavg"), "origin": "preset", "stages": list(loaded.stages),
+            **({"calibrated_from": pilots} if pilots else {})}
 
 
 #: Noise axis of the general path unless ``noise_param`` says otherwise: extra Gaussian measurement noise,

@@ -43,11 +43,28 @@ def _layout_problem(ground_truth: GroundTruth, plan: Mapping[str, Any]) -> str:
     return ""
 
 
+def _readable_first(sources: list[GroundTruth | Path]) -> list[GroundTruth | Path]:
+    """The sources with the first one that reads in front (its layout is the reference): a file damaged inside
+    its arrays stays in the list, to be named and skipped when every session is read; the others keep their
+    order."""
+    for index, source in enumerate(sources):
+        if isinstance(source, GroundTruth):
+            break
+        try:
+            read_session_arrays(source)
+            break
+        except (OSError, KeyError, ValueError, TypeError) as error:
+            logger.info("taking the layout from another session: %s", error)
+    else:
+        raise ValueError(f"recordings: none of the {len(sources)} session file(s) reads; first: {sources[0]}")
+    return [sources[index], *sources[:index], *sources[index + 1:]]
+
+
 def _session_sources(recordings: Any) -> list[GroundTruth | Path]:
     """In-memory sessions as given; files and folders through :func:`virtual_lab.sessions.find_sessions`
-    (damaged, foreign, incomplete and temporary files skipped with one warning each)."""
+    (damaged, foreign, incomplete and temporary files skipped with one warning each); the first source reads."""
     if isinstance(recordings, (str, os.PathLike)):
-        return list(find_sessions(recordings).complete)
+        return _readable_first(list(find_sessions(recordings).complete))
     items = list(recordings)
     if not items:
         raise ValueError("recordings must not be empty")
@@ -66,7 +83,7 @@ def _session_sources(recordings: Any) -> list[GroundTruth | Path]:
             sources.append(item)
         elif Path(item).resolve() in complete:
             sources.append(Path(item).resolve())
-    return sources
+    return _readable_first(sources) if sources else sources
 
 
 def _first_layout(source: GroundTruth | Path) -> tuple[GroundTruth | None, dict[str, Any]]:

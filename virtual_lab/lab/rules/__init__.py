@@ -30,13 +30,12 @@ The tuples :data:`ALL_RULES`, :data:`PAPER_RULES`, :data:`CONV_RULES`, :data:`CO
 
 from __future__ import annotations
 
-import difflib
-
 from virtual_lab.lab.rules import approximate_gradient, exact_gradient, local, reward
 from virtual_lab.lab.rules.approximate_gradient import IA_DEFAULTS, sign_symmetry_scale
 from virtual_lab.lab.rules.base import (ARCHITECTURES, FAMILIES, FEEDBACK_UPDATES, MATRIX_FREE_PATHS, MOMENTUM,
                                         OPTIMIZERS, PARADIGMS, SGD_MOMENTUM, UPDATES, Rule)
 from virtual_lab.lab.rules.reward import PERTURBATION_SD
+from virtual_lab.validation import did_you_mean
 
 __all__ = ["ALIASES", "ALL_RULES", "ARCHITECTURES", "CONTRASTIVE_RULES", "CONV_RULES", "FAMILIES", "FEEDBACKS",
            "FEEDBACK_UPDATES", "IA_DEFAULTS", "MOMENTUM", "OPTIMIZERS", "PAPER_RULES", "PARADIGMS",
@@ -79,9 +78,8 @@ def get_rule(name: str) -> Rule:
     """Look up a rule by name or alias (``fa``, ``ia``, ``kp``, ``dfa``, ``oja``, ``np``, ``ss``)."""
     name = canonical_name(name)
     if name not in RULES:
-        close = difflib.get_close_matches(name, rule_names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown learning rule {name!r}{hint} (available: {', '.join(RULES)})")
+        raise ValueError(f"unknown learning rule {name!r}{did_you_mean(name, rule_names())} "
+                         f"(available: {', '.join(RULES)})")
     return RULES[name]
 
 
