@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from virtual_lab.analysis import result_cache
 from virtual_lab.analysis.decoders import resolve_param_grid
 from virtual_lab.analysis.fitting import (_check_n_jobs, _decoder_name, _decoder_seed, _fit_splits,
                                           network_predictions)
@@ -494,14 +495,25 @@ def evaluate(table: FeatureTable, decoder: str | Any = "random_forest", n_splits
     seed = check_int("seed", seed, low=0)
     if split not in SPLIT_KINDS:
         check_choice("split", split, SPLIT_KINDS)
+    key = None
+    if (result_cache.active_folder() is not None and isinstance(decoder, str) and not return_estimators
+            and (param_grid is None or isinstance(param_grid, str))):
+        key = result_cache.evaluation_key(table, decoder=decoder, n_splits=n_splits, test_fraction=test_fraction,
+                                          seed=seed, split=split, param_grid=param_grid, inner_splits=inner_splits)
+        cached = result_cache.load(key)
+        if cached is not None:
+            return cached
     if split == "layer":
         splits = layer_splits(table.rule, n_splits=n_splits, test_fraction=test_fraction, seed=seed)
     else:
         splits = grouped_splits(table.network_id, table.rule, n_splits=n_splits, test_fraction=test_fraction,
                                 seed=seed)
-    return cross_validate(table, decoder, splits, seed=seed, n_jobs=n_jobs, return_estimators=return_estimators,
-                          param_grid=param_grid, inner_splits=inner_splits, test_fraction=test_fraction,
-                          split_kind=split)
+    result = cross_validate(table, decoder, splits, seed=seed, n_jobs=n_jobs, return_estimators=return_estimators,
+                            param_grid=param_grid, inner_splits=inner_splits, test_fraction=test_fraction,
+                            split_kind=split)
+    if key is not None:
+        result_cache.store(key, result)
+    return result
 
 
 

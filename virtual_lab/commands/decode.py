@@ -116,9 +116,11 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rig-seed", type=int, default=0, help="seed of the rig presets (default 0)")
     parser.add_argument("--jobs", type=int, default=None, help="parallel processes (default: all cores)")
     parser.add_argument("--no-cache", action="store_true",
-                        help="compute every session's observables anew and store none (default: read and write "
-                             "the cache in RECORDINGS/.cache/observables, keyed by each session's content hash, "
-                             "rig, rig seed, observables and code version)")
+                        help="compute every session's observables and every cross-validation anew and store none "
+                             "(default: read and write the cache in RECORDINGS/.cache/observables, keyed by each "
+                             "session's content hash, rig, rig seed, observables and code version, and the "
+                             "cross-validated results in its evaluations/ folder, keyed by the feature table's "
+                             "content and the decoder settings)")
     parser.add_argument("--cache-dir", type=Path, default=None, metavar="DIR",
                         help="folder of the observable cache (default RECORDINGS/.cache/observables)")
     parser.add_argument("--strict", action="store_true",
@@ -268,6 +270,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry point of ``virtual-lab decode``."""
     from virtual_lab.analysis.feature_variants import feature_set
     from virtual_lab.analysis.observable_cache import default_cache_dir
+    from virtual_lab.analysis.result_cache import cached_evaluations
     from virtual_lab.analysis.session_tables import rig_observables, tables_from_sessions
     from virtual_lab.commands.decode_output import holdouts, print_results, write_outputs
     from virtual_lab.sessions import find_sessions
@@ -296,12 +299,14 @@ def run(args: argparse.Namespace) -> int:
     views = {name: {rig: feature_set(table, name) for rig, table in tables.items()} for name in settings.feature_sets}
     collector = _Collector({str(nid): dict(meta) for t in tables.values() for nid, meta in zip(t.network_id, t.metadata)},
                            settings.feature_sets[0])
-    main_results = _decode(args, settings, views, curves, kwargs, collector)
-    if args.save is not None:
-        _save(args, settings, views, main_results, paths)
-    holdout_summaries = holdouts(args, settings.holdouts, settings.rigs, settings.feature_sets, views, curves,
-                                 settings.decoders, main_results, kwargs, collector.record, settings.output)
-    extras = _behaviour_and_controls(args, settings, tables, views, curves, main_results, kwargs, collector)
+    # cross-validated results are cached next to the observables (same switch), keyed by table content
+    with cached_evaluations(None if cache_dir is None else cache_dir / "evaluations"):
+        main_results = _decode(args, settings, views, curves, kwargs, collector)
+        if args.save is not None:
+            _save(args, settings, views, main_results, paths)
+        holdout_summaries = holdouts(args, settings.holdouts, settings.rigs, settings.feature_sets, views, curves,
+                                     settings.decoders, main_results, kwargs, collector.record, settings.output)
+        extras = _behaviour_and_controls(args, settings, tables, views, curves, main_results, kwargs, collector)
     elapsed = time.perf_counter() - started
     summary = {
         "recordings": [str(p) for p in args.recordings], "rigs": settings.rigs, "decoders": settings.decoders,
