@@ -38,7 +38,7 @@ from virtual_lab.analysis.observables import FEATURE_NAME_DTYPE, FeatureTable
 logger = logging.getLogger(__name__)
 
 __all__ = ["CACHE_FORMAT", "Observation", "ObservableCache", "code_fingerprint", "default_cache_dir",
-           "rig_fingerprint"]
+           "rig_fingerprint", "source_fingerprint", "write_npz_atomic"]
 
 #: Version of the entry layout; part of every key.
 CACHE_FORMAT = 1
@@ -60,21 +60,47 @@ def default_cache_dir(recordings: str | os.PathLike) -> Path:
     return (root if root.is_dir() else root.parent) / ".cache" / "observables"
 
 
-@functools.lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """Hex digest of the package version, :data:`CACHE_FORMAT` and the source of the modules that read sessions,
-    observe them through rigs and compute observables (any edit of them invalidates every entry)."""
+def source_fingerprint(sources: tuple[str, ...], *salt: Any) -> str:
+    """Hex digest (16 characters) of the package version, ``salt`` and the source of ``sources`` (paths relative
+    to the package folder; a folder stands for every ``.py`` and ``.toml`` below it): the code part of a cache
+    key, here and in :mod:`virtual_lab.analysis.result_cache`."""
     from virtual_lab import __version__
 
     package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256(f"{__version__}\x1f{CACHE_FORMAT}".encode())
-    for name in _FINGERPRINT_SOURCES:
+    digest = hashlib.sha256("\x1f".join(str(part) for part in (__version__, *salt)).encode())
+    for name in sources:
         path = package / name
         files = sorted(p for p in path.rglob("*") if p.suffix in (".py", ".toml")) if path.is_dir() else [path]
         for file in files:
             if file.is_file():
                 digest.update(file.relative_to(package).as_posix().encode() + b"\x1f" + file.read_bytes())
     return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """Hex digest of the package version, :data:`CACHE_FORMAT` and the source of the modules that read sessions,
+    observe them through rigs and compute observables (any edit of them invalidates every entry)."""
+    return source_fingerprint(_FINGERPRINT_SOURCES, CACHE_FORMAT)
+
+
+def write_npz_atomic(path: Path, info: Mapping[str, Any], arrays: Mapping[str, np.ndarray], *,
+                     json_default: Any = None) -> None:
+    """Write ``arrays`` and ``info`` (as JSON text under ``__info__``, ``json_default`` for what JSON cannot hold)
+    to ``path`` through a temporary file in its folder, renamed into place; on failure the temporary file is
+    removed and the error raised."""
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp",
+                                         delete=False) as handle:
+            tmp = handle.name
+            np.savez(handle, __info__=np.array(json.dumps(info, default=json_default)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 @functools.lru_cache(maxsize=64)
@@ -183,14 +209,8 @@ class ObservableCache:
     def store(self, key: str, observation: Observation) -> bool:
         """Write the entry ``key`` atomically; ``False`` (with a warning) when the folder is not writable."""
         arrays, info = _pack(observation)
-        tmp = None
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=f".{key}.", suffix=".tmp",
-                                             delete=False) as handle:
-                tmp = handle.name
-                np.savez(handle, __info__=np.array(json.dumps(info)), **arrays)
-            os.replace(tmp, self.path(key))
+            write_npz_atomic(self.path(key), info, arrays)
             return True
         except (OSError, TypeError, ValueError) as error:
             # once per folder and process: a read-only recordings folder would otherwise warn for every session
@@ -198,6 +218,4 @@ class ObservableCache:
             _UNWRITABLE.add(self.directory)
             log("could not write the observable cache entry %s (%s); continuing without storing it",
                 self.path(key), error)
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
             return False

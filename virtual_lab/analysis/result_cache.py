@@ -24,11 +24,12 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from virtual_lab.analysis.observable_cache import source_fingerprint, write_npz_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -73,15 +74,7 @@ def active_folder() -> Path | None:
 def code_fingerprint() -> str:
     """Hex digest of the version, :data:`RESULT_FORMAT` and the source of the splitting, fitting and scoring
     modules."""
-    from virtual_lab import __version__
-
-    package = Path(__file__).resolve().parents[1]
-    digest = hashlib.sha256(f"{__version__}\x1f{RESULT_FORMAT}".encode())
-    for name in _FINGERPRINT_SOURCES:
-        path = package / name
-        if path.is_file():
-            digest.update(name.encode() + b"\x1f" + path.read_bytes())
-    return digest.hexdigest()[:16]
+    return source_fingerprint(_FINGERPRINT_SOURCES, "evaluations", RESULT_FORMAT)
 
 
 def _json_default(value: Any) -> Any:
@@ -133,7 +126,7 @@ def load(key: str) -> Any | None:
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            info = json.loads(str(data["info"]))
+            info = json.loads(str(data["__info__"]))
             arrays = {name: np.asarray(data[name]) for name in _ARRAYS}
             optional = {name: (np.asarray(data[name]) if name in data.files else None) for name in _OPTIONAL_ARRAYS}
     except (OSError, ValueError, KeyError) as error:
@@ -155,13 +148,9 @@ def store(key: str, result: Any) -> None:
     arrays = {name: np.asarray(getattr(result, name)) for name in _ARRAYS}
     arrays.update({name: np.asarray(getattr(result, name)) for name in _OPTIONAL_ARRAYS
                    if getattr(result, name) is not None})
-    info = json.dumps({name: getattr(result, name) for name in _JSON}, default=_json_default)
+    info = {name: getattr(result, name) for name in _JSON}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{key}.", suffix=".tmp", delete=False) as fh:
-            np.savez(fh, info=np.array(info), **arrays)
-            tmp = fh.name
-        os.replace(tmp, folder / f"{key}.npz")
-    except OSError as error:
+        write_npz_atomic(folder / f"{key}.npz", info, arrays, json_default=_json_default)
+    except (OSError, TypeError, ValueError) as error:
         _UNWRITABLE.add(folder)
         logger.warning("cannot write the evaluation cache in %s (%s): decoding goes on without it", folder, error)
