@@ -38,32 +38,33 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def alignment(epochs: list[int], seeds: int) -> None:
+def alignment(epochs: list[int], seeds: int, scale: float = 1.0) -> None:
     task = load_digits_task(n_probe=200, seed=0)
+    alpha, beta, gamma = (scale * IA_DEFAULTS[name] for name in ("ia_alpha", "ia_beta", "ia_gamma"))
     steps_per_epoch = len(task.train_y) // 64
     for n_epochs in epochs:
         specs = [RunSpec(rule=rule, learning_rate=0.02 * scale, batch_size=64, n_epochs=n_epochs, seed=100 + i,
-                         n_checkpoints=2)
+                         n_checkpoints=2, ia_alpha=alpha, ia_beta=beta, ia_gamma=gamma)
                  for rule in ("feedback_alignment", "information_alignment") for scale in (0.5, 1.0, 2.0)
                  for i in range(seeds)]
         state: dict = {}
         train_population(specs, task, final_state=state)
         steps = n_epochs * steps_per_epoch
-        print(f"\n{n_epochs} epochs = {steps} steps")
+        print(f"\n{n_epochs} epochs = {steps} steps, IA coefficients x {scale:g}")
         print(f"{'rule':22s} {'lr':>6s} {'steps/tau':>9s}  cos(B, W) per layer        |B| per layer")
         for j, spec in enumerate(specs):
-            tau = feedback_time_constant("information_alignment", spec.learning_rate)
+            tau = feedback_time_constant("information_alignment", spec.learning_rate, ia_gamma=gamma)
             cos = " ".join(f"{_cosine(w[j], b[j]):5.2f}" for w, b in zip(state["weights"], state["feedback"]))
             norms = " ".join(f"{np.linalg.norm(b[j]):5.2f}" for b in state["feedback"])
             print(f"{spec.rule:22s} {spec.learning_rate:6.3f} {steps / tau:9.2f}  {cos}   {norms}")
 
 
-def conv_ablation(seeds: int) -> None:
+def conv_ablation(seeds: int, epochs: int = 10, scale: float = 1.0) -> None:
     task = load_digits_task(n_probe=100, seed=0)
-    a, b, g = IA_DEFAULTS["ia_alpha"], IA_DEFAULTS["ia_beta"], IA_DEFAULTS["ia_gamma"]
+    a, b, g = (scale * IA_DEFAULTS[name] for name in ("ia_alpha", "ia_beta", "ia_gamma"))
     settings = {"Kunin et al.": (a, b, g), "alpha / 10": (a / 10, b, g), "beta / 10": (a, b / 10, g),
                 "no amp term": (0.0, b, g), "no null term": (a, 0.0, g)}
-    specs = [RunSpec(rule="information_alignment", learning_rate=0.02, batch_size=32, n_epochs=10, seed=10 + i,
+    specs = [RunSpec(rule="information_alignment", learning_rate=0.02, batch_size=32, n_epochs=epochs, seed=10 + i,
                      layer_sizes=(64, 10), architecture="cnn", n_probe=100, n_checkpoints=3, ia_alpha=alpha,
                      ia_beta=beta, ia_gamma=gamma)
              for alpha, beta, gamma in settings.values() for i in range(seeds)]
@@ -87,14 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     align = commands.add_parser("alignment", help="B-W alignment of FA and IA MLPs after each training length")
     align.add_argument("--epochs", type=int, nargs="+", default=[20, 105])
     align.add_argument("--seeds", type=int, default=3)
+    align.add_argument("--scale", type=float, default=1.0,
+                       help="multiply all three IA coefficients (alpha, beta, gamma) by this factor")
     ablation = commands.add_parser("conv-ablation", help="which term of IA's local loss destabilizes CNNs")
     ablation.add_argument("--seeds", type=int, default=6)
+    ablation.add_argument("--epochs", type=int, default=10)
+    ablation.add_argument("--scale", type=float, default=1.0,
+                          help="multiply all three IA coefficients before the ablation's changes")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     if args.command == "alignment":
-        alignment(args.epochs, args.seeds)
+        alignment(args.epochs, args.seeds, args.scale)
     else:
-        conv_ablation(args.seeds)
+        conv_ablation(args.seeds, args.epochs, args.scale)
     return 0
 
 

@@ -326,3 +326,34 @@ def test_conv_session_round_trips_through_nwb(tmp_path, mixed):
             np.testing.assert_array_equal(back.activity_change[layer], gt.activity_change[layer])
         np.testing.assert_array_equal(back.train_loss, gt.train_loss)
         np.testing.assert_array_equal(back.probe_stimuli, gt.probe_stimuli)
+
+
+def test_information_alignment_counts_every_output_position_as_one_example():
+    """A 1x1 convolution's local loss is that of a linear layer applied to the batch x positions "examples"
+    (the conv loss is averaged over positions, as the MLP's is over examples, so gamma weighs the same)."""
+    from types import SimpleNamespace
+
+    from virtual_lab.lab.conv_geometry import ConvLayer
+    from virtual_lab.lab.conv_reference import _information_alignment_loss
+
+    gen = torch.Generator().manual_seed(3)
+    batch, n_in, n_out, side = 5, 3, 4, 6
+    x = torch.randn(batch, n_in, side, side, generator=gen, dtype=torch.float64)
+    w = torch.randn(n_out, n_in, 1, 1, generator=gen, dtype=torch.float64)
+    b = torch.randn(n_out, n_in, 1, 1, generator=gen, dtype=torch.float64)
+    conv = ConvLayer(name="conv1", kind="conv", n_in=n_in, n_out=n_out, kernel_size=1, stride=1, padding=0,
+                     in_shape=(n_in, side, side), out_shape=(n_out, side, side), nonlinearity="relu")
+    fc = dataclasses.replace(conv, kind="fc", in_shape=(n_in,), out_shape=(n_out,))
+    coefficients = RunSpec(rule="information_alignment", learning_rate=0.02, batch_size=batch, n_epochs=1, seed=0,
+                           ia_alpha=0.3, ia_beta=0.2, ia_gamma=0.1)
+    as_conv = SimpleNamespace(plan=[conv], layers={"conv1": SimpleNamespace(weight=w)}, feedback={"conv1": b},
+                              tape={"conv1": (x,)})
+    examples = x.permute(0, 2, 3, 1).reshape(batch * side * side, n_in)  # one row per (image, position)
+    as_linear = SimpleNamespace(plan=[fc], layers={"conv1": SimpleNamespace(weight=w[:, :, 0, 0])},
+                                feedback={"conv1": b[:, :, 0, 0]}, tape={"conv1": (examples,)})
+    conv_loss = _information_alignment_loss(as_conv, coefficients)
+    linear_loss = _information_alignment_loss(as_linear, coefficients)
+    assert float(conv_loss) == pytest.approx(float(linear_loss), rel=1e-12)
+    # a sum over positions would weigh the amp and null terms side * side = 36 times more than the decay
+    decay = 0.1 * float((w ** 2).sum() + (b ** 2).sum())
+    assert abs(float(conv_loss) - decay) > 1e-3

@@ -30,17 +30,19 @@ def random_protocol(seed=5, n_runs=6, **sweep):
 
 # -- grid protocols are unchanged ------------------------------------------------------------------------------
 
-#: sha256 of the newline-joined run ids of each bundled grid protocol, computed at commit 2e79170 (before priors
-#: and the descriptive learning-rate fields existed), with virtual_lab 0.1.0 (the code version enters every id).
-HEAD_RUN_IDS = {"quickstart": ("910f794a09908faa", ["79e7ea7e0335", "d36c53a3efce", "ad38c05a0da8"]),
-                "paper": ("18fc32195dd97824", ["3343e1b3811c", "bc0c91aafe41", "6c0ed90d3562"]),
-                "zoo": ("25278394ee78e6aa", ["97456daf12bb", "f4bf36e19996", "a977da218a1b"])}
+#: sha256 of the newline-joined run ids of each bundled grid protocol. First pinned at commit 2e79170 (before
+#: priors and the descriptive learning-rate fields existed, virtual_lab 0.1.0) and kept through every change
+#: since; re-pinned at virtual_lab 0.2.0, whose code version (convolutional information alignment's local loss
+#: averaged over positions) enters every id, and whose paper protocol trains longer at other IA coefficients.
+HEAD_RUN_IDS = {"quickstart": ("44bfb4a7415952bd", ["96c7c3ca0fbe", "734c43ca5317", "ce54b4ed18e9"]),
+                "paper": ("175a54044dc49383", ["25b36cb6207e", "d5e623cf4b2d", "20dac3616f13"]),
+                "zoo": ("2c9ba557a2ca2274", ["55e87889185a", "028f9bdcb7d3", "4df2f05e855e"])}
 
 
 @pytest.mark.parametrize("name", sorted(HEAD_RUN_IDS))
-def test_grid_protocols_keep_the_run_ids_they_had_before_priors(name):
-    if __version__ != "0.1.0":
-        pytest.skip("the pinned ids were computed with code version 0.1.0")
+def test_grid_protocols_keep_their_pinned_run_ids(name):
+    if __version__ != "0.2.0":
+        pytest.skip("the pinned ids were computed with code version 0.2.0")
     ids = [s.run_id for s in expand_sweep(load_protocol(name), 64, 10)]
     digest, first = HEAD_RUN_IDS[name]
     assert ids[:3] == first
@@ -239,6 +241,19 @@ def test_robust_protocol_draws_an_eightfold_learning_rate_range_at_quickstart_sc
     for line in (ROOT / "protocols" / "robust.toml").read_text().splitlines():
         if "=" in line and not line.lstrip().startswith("#"):
             assert "#" in line, f"parameter without a comment: {line!r}"
+
+
+@pytest.mark.parametrize("name, n_train", [("robust", 1597), ("paper", 1697)])
+def test_every_information_alignment_run_trains_one_feedback_time_constant(name, n_train):
+    """Not just most runs (what `run` warns about): the slowest IA network of the protocol too."""
+    from virtual_lab.lab.rules import feedback_time_constant
+    from virtual_lab.lab.spec import n_training_steps
+
+    specs = [s for s in expand_sweep(load_protocol(name), 64, 10) if s.rule == "information_alignment"]
+    assert specs
+    for spec in specs:
+        steps = n_training_steps(n_train, spec.batch_size, spec.n_epochs)  # digits without its probe images
+        assert steps >= feedback_time_constant(spec.rule, spec.learning_rate, ia_gamma=spec.ia_gamma), spec
 
 
 def test_unknowns_protocol_draws_rate_width_depth_and_task_and_trains_ia_one_time_constant():

@@ -9,6 +9,6 @@ From Neural Network Observables", NeurIPS 2020 (arXiv:2010.11765).
 Importing this package is cheap: torch, pynwb and scikit-learn are imported only where needed.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__"]

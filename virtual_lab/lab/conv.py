@@ -53,9 +53,14 @@ shortcut, ``conv(1, W)`` the convolution of an all-ones input without bias, whic
 for a linear layer ``(1/n_out) sum_j conv(1, W)_j``.
 
 Information alignment's local loss for a conv layer with input ``x`` and ``y = conv(x, W)`` (no bias, ``W``
-fixed) is ``R = alpha R_amp + beta R_null + gamma R_decay`` with ``R_amp = -E[<y, conv(x, B)>]``,
-``R_null = E||conv_transpose(y, B)||^2``, ``R_decay = ||W||^2 + ||B||^2`` -- the MLP definition with the
-matrix products replaced by the convolution and its adjoint.
+fixed) is ``R = alpha R_amp + beta R_null + gamma R_decay`` with ``R_amp = -E[<y, conv(x, B)>] / P``,
+``R_null = E||conv_transpose(y, B)||^2 / P``, ``R_decay = ||W||^2 + ||B||^2`` (``P`` the number of output
+positions of the layer) -- the MLP definition with the matrix products replaced by the convolution and its
+adjoint, and every output position counted as one example: a 1x1 convolution then has exactly the local loss
+of a linear layer applied to the ``batch * P`` positions. (Summing over positions instead, as this module did
+before version 0.2, weights ``R_amp`` and ``R_null`` ``P`` times more than the decay that holds ``B`` back,
+and 2 of 6 CNN IA networks diverged at Kunin et al.'s coefficients, 3 of 6 at ten times them; averaged, none
+did: ``python scripts/ia_diagnostics.py conv-ablation``.)
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ from virtual_lab.lab.contrastive import (augment_generator, centroid_predict, cl
 from virtual_lab.lab.conv_geometry import (CONV_ARCHITECTURES, ConvLayer, conv_input_shape, conv_layers,
                                           resolve_channels, task_images)
 from virtual_lab.lab.conv_network import (_activity_change, _backward, _conv, _conv_input_grad, _conv_weight_grad,
-                                          _forward, _population_images, _shared_images, _Tape, _to_features)
+                                          _forward, _input_sums, _population_images, _shared_images, _Tape,
+                                          _to_features)
 from virtual_lab.lab.population import (_alive_rows, _check_cohort, _check_paradigm, _contrastive_metadata,
                                         _example_losses, _mark_diverged, _mask, _objective, _PopulationState,
                                         _Recorder, _timings, _training_steps, _uniform, check_dtype,
@@ -85,8 +91,12 @@ from virtual_lab.seeding import derive_seed
 from virtual_lab.types import GroundTruth
 
 
-#: Images per chunk are chosen so that one layer's activations hold at most this many floats.
-_CHUNK_FLOATS = 2 ** 22
+#: Images per chunk of a recording pass are chosen so that one layer's activations hold at most this many floats:
+#: on a CPU 2**20 (4 MiB of float32), so a chunk's tensors are reused from the allocator's heap checkpoint after
+#: checkpoint (larger ones come back as fresh pages every time, and their page faults cost more than the
+#: arithmetic); on other devices :data:`_DEVICE_CHUNK_FLOATS`.
+_CHUNK_FLOATS = 2 ** 20
+_DEVICE_CHUNK_FLOATS = 2 ** 22
 
 
 def init_conv_parameters(layers: Sequence[ConvLayer], seed: int) -> tuple[list[torch.Tensor], list[torch.Tensor],
@@ -163,10 +173,44 @@ def _check_specs(specs: Sequence[RunSpec], task: Task) -> None:
                          f"the runs (task {first.task!r}, layer sizes {first.layer_sizes})")
 
 
-def _chunks(n_items: int, n_nets: int, layers: Sequence[ConvLayer]) -> list[slice]:
+def _chunk_floats(device: torch.device) -> int:
+    return _CHUNK_FLOATS if device.type == "cpu" else _DEVICE_CHUNK_FLOATS
+
+
+def _chunks(n_items: int, n_nets: int, layers: Sequence[ConvLayer], device: torch.device) -> list[slice]:
+    """Consecutive chunks of ``n_items`` images for a pass of ``n_nets`` networks, as few as
+    :func:`_chunk_floats` allows and of equal sizes (within one), so no chunk is a small remainder."""
     per_item = n_nets * max(max(layer.n_units, int(np.prod(layer.in_shape))) for layer in layers)
-    size = max(1, _CHUNK_FLOATS // per_item)
-    return [slice(i, min(i + size, n_items)) for i in range(0, n_items, size)]
+    size = max(1, _chunk_floats(device) // per_item)
+    n_chunks = -(-n_items // size)
+    edges = [i * n_items // n_chunks for i in range(n_chunks + 1)]
+    return [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+
+
+class _ProbeRecord:
+    """One checkpoint's probe responses and activity changes of every layer, filled chunk by chunk.
+
+    On the CPU with every network alive the chunks go straight into the recorder's float32 rows of checkpoint
+    ``k`` (no further copy); otherwise into buffers on the device, which :meth:`store` moves to the recorder with
+    one transfer per array (not one synchronizing copy per chunk and layer).
+    """
+
+    def __init__(self, recorder: _Recorder, k: int, alive: slice | np.ndarray, device: torch.device,
+                 dtype: torch.dtype):
+        self.k, self.alive = k, alive
+        self.arrays = recorder.activations + recorder.change
+        self.direct = device.type == "cpu" and isinstance(alive, slice)
+        self.buffers = [torch.from_numpy(a[:, k]) if self.direct else
+                        torch.empty(a[:, k].shape, dtype=dtype, device=device) for a in self.arrays]
+        n_layers = len(recorder.activations)
+        #: per layer: ``[N, n_probe, n_units]`` responses and ``[N, n_probe]`` activity changes
+        self.responses, self.changes = self.buffers[:n_layers], self.buffers[n_layers:]
+
+    def store(self) -> None:
+        """Write what the buffers hold into the recorder (rows of the networks alive only)."""
+        if not self.direct:
+            for array, buffer in zip(self.arrays, self.buffers):
+                array[self.alive, self.k] = buffer.cpu().numpy()[self.alive]
 
 
 def _metadata_shapes(layers: Sequence[ConvLayer]) -> dict[str, str]:
@@ -259,11 +303,12 @@ class _ConvPopulation:
             self.n_eval = self.eval_images.shape[0] // 2
 
     def _network_pass(self, images: torch.Tensor, weights: list | None = None, biases: list | None = None) -> _Tape:
-        """The forward pass of every network (or of the networks of ``weights``) on the same images."""
+        """The forward pass of every network (or of the networks of ``weights``) on the same images, for reading
+        only (no pre-activations kept, ReLUs in place)."""
         weights = self.weights if weights is None else weights
         biases = self.biases if biases is None else biases
         return _forward(self.architecture, self.layers, _shared_images(images, weights[0].shape[0]), weights,
-                        biases)
+                        biases, keep_pre=False)
 
     # -- one training step -------------------------------------------------------------------------------
     def step(self, step: int) -> None:
@@ -320,31 +365,38 @@ class _ConvPopulation:
                 x = tape.inputs[l].reshape(batch, self.n_nets, layer.n_in, *tape.inputs[l].shape[2:])
                 x = x.index_select(1, ia_index).reshape(batch, k * layer.n_in, *tape.inputs[l].shape[2:])
                 y = _conv(x, w, None, layer)
-                amp = -_conv_weight_grad(x, y, layer, k) / batch
+                positions = y[0, 0].numel()
+                amp = -_conv_weight_grad(x, y, layer, k) / (batch * positions)
                 back = _conv_input_grad(y, b, x.shape, layer)
-                null = 2 * _conv_weight_grad(back, y, layer, k) / batch
+                null = 2 * _conv_weight_grad(back, y, layer, k) / (batch * positions)
             grads.append(alpha.view(shape) * amp + beta.view(shape) * null + gamma.view(shape) * 2 * b)
         return grads
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def record(self, k: int) -> None:
-        """Record checkpoint ``k`` of every network still training."""
+        """Record checkpoint ``k`` of every network still training.
+
+        One pass over the probes, in chunks, gives the responses, the activity change (``conv(1, W)`` of every
+        layer formed once for all chunks) and the accuracy; one over the loss examples gives the loss.
+        """
         n_nets, layers, recorder = self.n_nets, self.layers, self.recorder
         alive = _alive_rows(self.active)
         centroids = self._train_centroids() if self.contrastive else None
+        sums = _input_sums(layers, self.weights)
+        probes = _ProbeRecord(recorder, k, alive, self.dev, self.dtype)
         correct = torch.zeros(n_nets, device=self.dev)
-        for part in _chunks(self.n_probe, n_nets, layers):
+        for part in _chunks(self.n_probe, n_nets, layers, self.dev):
             tape = self._network_pass(self.probe_images[part])
-            changes = _activity_change(layers, tape, self.weights)
-            for l, layer in enumerate(layers):
-                out = tape.outs[l] if layer.kind == "fc" else _to_features(tape.outs[l], n_nets)
-                recorder.activations[l][alive, k, part] = out.cpu().numpy()[alive]
-                recorder.change[l][alive, k, part] = changes[l].cpu().numpy()[alive]
+            for l, change in enumerate(_activity_change(layers, tape, sums)):
+                probes.responses[l][:, part] = tape.outs[l] if layers[l].kind == "fc" else _to_features(
+                    tape.outs[l], n_nets)
+                probes.changes[l][:, part] = change
             if self.contrastive:  # the representation feeding the projection head
                 predicted = centroid_predict(centroids, tape.inputs[-1])
             else:
                 predicted = tape.outs[-1].argmax(2)
             correct += (predicted == self.probe_y[part]).float().sum(1)
+        probes.store()
         for l in range(self.n_layers):
             recorder.weights[l][alive, k] = self.weights[l].reshape(n_nets, layers[l].n_out, -1).cpu().numpy()[alive]
         t_loss = time.perf_counter()
@@ -358,7 +410,7 @@ class _ConvPopulation:
         float64 over chunks."""
         total_loss = torch.zeros(self.n_nets, dtype=torch.float64, device=self.dev)
         n_loss = len(self.loss_y)
-        for part in _chunks(n_loss, self.n_nets, self.layers):
+        for part in _chunks(n_loss, self.n_nets, self.layers, self.dev):
             logits = self._network_pass(self.loss_images[part]).outs[-1]
             total_loss += _example_losses(logits, self.loss_y[part].expand(self.n_nets, -1)).sum(1).double()
         return (total_loss / n_loss).float()
@@ -367,7 +419,7 @@ class _ConvPopulation:
         """Class sums of the normalized representations (fc's input) of the unaugmented training set."""
         n_classes = self.task.n_classes
         sums = torch.zeros(self.n_nets, n_classes, self.layers[-1].n_in, dtype=self.dtype, device=self.dev)
-        for part in _chunks(self.n_train, self.n_nets, self.layers):
+        for part in _chunks(self.n_train, self.n_nets, self.layers, self.dev):
             features = self._network_pass(self.train_images[part]).inputs[-1]
             sums += class_sums(features, self.train_y[part], n_classes)
         return sums
@@ -379,14 +431,14 @@ class _ConvPopulation:
         """
         n_nets, n_eval, layers = self.n_nets, self.n_eval, self.layers
         n_images = 2 * n_eval
-        per_chunk = max(1, _CHUNK_FLOATS // max(n_images * n_images, n_images * layers[-1].n_out))
+        per_chunk = max(1, _chunk_floats(self.dev) // max(n_images * n_images, n_images * layers[-1].n_out))
         losses = []
         for start in range(0, n_nets, per_chunk):
             nets = slice(start, min(start + per_chunk, n_nets))
             size = nets.stop - nets.start
             w, b = [p[nets] for p in self.weights], [p[nets] for p in self.biases]
             z = torch.cat([self._network_pass(self.eval_images[part], w, b).outs[-1]
-                           for part in _chunks(n_images, size, layers)], 1)
+                           for part in _chunks(n_images, size, layers, self.dev)], 1)
             losses.append(nt_xent_loss(z[:, :n_eval], z[:, n_eval:], self.temperature[nets]))
         return torch.cat(losses)
 

@@ -2,9 +2,10 @@
 
 What each weight layer of the small CNN and the narrow ResNet is -- channels, kernel, stride, padding, input
 and output shapes, in recorded order -- and the one computation on a layer's kernels that needs no training
-stack: ``conv(1, W)``, the convolution of an all-ones input (:func:`conv_input_sums`). The engine
-(:mod:`virtual_lab.lab.conv`), the session-size estimate of a sweep and the rig (which recomputes the
-activity change over kept units) all read the geometry from here, so the rig never needs torch.
+stack: ``conv(1, W)``, the convolution of an all-ones input (:func:`conv_input_sums`, from the fixed geometry of
+:func:`input_coverage`). The engine (:mod:`virtual_lab.lab.conv`), the session-size estimate of a sweep and the
+rig (which recomputes the activity change over kept units) all read the geometry from here, so the rig never
+needs torch.
 """
 
 from __future__ import annotations
@@ -187,6 +188,42 @@ def conv_layers(architecture: str, channels: Sequence[int], input_shape: Sequenc
     return tuple(layers)
 
 
+def input_coverage(layer: ConvLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Which kernel offsets of a conv layer read a pixel inside the image, along each spatial axis.
+
+    ``conv(1, W)_{o,y,x} = sum_{a,b} (sum_c W_{o,c,a,b}) rows[a, y] cols[b, x]``: an output unit at the edge
+    sees fewer inputs through the zero padding. The geometry depends on the layer only, never on its weights.
+
+    Parameters
+    ----------
+    layer : ConvLayer
+        A ``"conv"`` layer.
+
+    Returns
+    -------
+    rows : ndarray, shape (k, H_out), float64
+        1 where kernel row ``a`` of output row ``y`` reads a row inside the image, else 0.
+    cols : ndarray, shape (k, W_out), float64
+        The same for kernel column ``b`` and output column ``x``.
+
+    Examples
+    --------
+    >>> layer = conv_layers("cnn", (1,), (1, 3, 3), 2)[0]
+    >>> input_coverage(layer)[0]
+    array([[0., 1., 1.],
+           [1., 1., 1.],
+           [1., 1., 0.]])
+    """
+    if layer.kind != "conv":
+        raise ValueError(f"input_coverage needs a conv layer; {layer.name!r} is {layer.kind!r}")
+    k = layer.kernel_size
+
+    def inside(n_out: int, n_in: int) -> np.ndarray:
+        index = np.arange(n_out)[None, :] * layer.stride + np.arange(k)[:, None] - layer.padding
+        return ((index >= 0) & (index < n_in)).astype(np.float64)
+
+    return inside(layer.out_shape[1], layer.in_shape[1]), inside(layer.out_shape[2], layer.in_shape[2])
+
 
 def conv_input_sums(layer: ConvLayer, weights: np.ndarray) -> np.ndarray:
     """``sum_i dh_j/dx_i`` of every output unit of a conv layer: ``conv(1, W)`` without bias.
@@ -220,13 +257,5 @@ def conv_input_sums(layer: ConvLayer, weights: np.ndarray) -> np.ndarray:
     k = layer.kernel_size
     weights = np.asarray(weights)
     kernels = weights.reshape(len(weights), layer.n_out, layer.n_in, k, k).sum(axis=2, dtype=np.float64)
-    _, h_in, w_in = layer.in_shape
-    _, h_out, w_out = layer.out_shape
-
-    def inside(n_out: int, n_in: int) -> np.ndarray:
-        """(k, n_out): 1 where kernel offset a of output position y reads a pixel inside the image."""
-        index = np.arange(n_out)[None, :] * layer.stride + np.arange(k)[:, None] - layer.padding
-        return ((index >= 0) & (index < n_in)).astype(np.float64)
-
-    sums = np.einsum("toab,ay,bx->toyx", kernels, inside(h_out, h_in), inside(w_out, w_in))
+    sums = np.einsum("toab,ay,bx->toyx", kernels, *input_coverage(layer))
     return sums.reshape(len(weights), -1).astype(np.float32)

@@ -8,13 +8,14 @@ The architectures, what each layer records and how every rule's error reaches a 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from virtual_lab.lab.conv_geometry import ConvLayer
+from virtual_lab.lab.conv_geometry import ConvLayer, input_coverage
 
 # ------------------------------------------------------------------------------------ batched primitives
 # Conv activations of a population: [B, N*C, H, W]; conv parameters [N, C_out, C_in, k, k]; fc inputs [N, B, F].
@@ -75,9 +76,13 @@ class _Tape:
 
 
 def _forward(architecture: str, layers: Sequence[ConvLayer], x: torch.Tensor, weights: list[torch.Tensor],
-             biases: list[torch.Tensor]) -> _Tape:
+             biases: list[torch.Tensor], keep_pre: bool = True) -> _Tape:
     """Batched forward pass of ``N`` networks on ``x`` ``[B, N*C, H, W]``, or on images ``[B, C, H, W]`` that every
-    network sees (:func:`_shared_images`; then ``tape.inputs[0]`` is that shared tensor)."""
+    network sees (:func:`_shared_images`; then ``tape.inputs[0]`` is that shared tensor).
+
+    With ``keep_pre=False`` (a pass that only reads outputs, no backward pass) every ReLU and shortcut sum works
+    in place on the convolution's fresh output and ``tape.pre`` is left empty (``None``): half the memory traffic.
+    """
     n = weights[0].shape[0]
     index = {layer.name: i for i, layer in enumerate(layers)}
     tape = _Tape([None] * len(layers), [None] * len(layers), [None] * len(layers))
@@ -86,9 +91,12 @@ def _forward(architecture: str, layers: Sequence[ConvLayer], x: torch.Tensor, we
         i = index[name]
         h = _conv(a, weights[i], biases[i], layers[i])
         if skip is not None:
-            h = h + skip
-        y = torch.relu(h) if layers[i].nonlinearity == "relu" else h
-        tape.inputs[i], tape.pre[i], tape.outs[i] = a, h, y
+            h = h + skip if keep_pre else h.add_(skip)
+        if layers[i].nonlinearity != "relu":
+            y = h
+        else:
+            y = torch.relu(h) if keep_pre else h.relu_()
+        tape.inputs[i], tape.pre[i], tape.outs[i] = a, h if keep_pre else None, y
         return y
 
     if architecture == "cnn":
@@ -106,7 +114,7 @@ def _forward(architecture: str, layers: Sequence[ConvLayer], x: torch.Tensor, we
             s += 1
         features = a.mean((2, 3)).view(a.shape[0], n, -1).transpose(0, 1)
     logits = torch.baddbmm(biases[-1].unsqueeze(1), features, weights[-1].transpose(1, 2))
-    tape.inputs[-1], tape.pre[-1], tape.outs[-1] = features, logits, logits
+    tape.inputs[-1], tape.pre[-1], tape.outs[-1] = features, logits if keep_pre else None, logits
     return tape
 
 
@@ -176,23 +184,49 @@ def _backward(architecture: str, layers: Sequence[ConvLayer], error: torch.Tenso
     return grad_w, grad_b
 
 
-def _activity_change(layers: Sequence[ConvLayer], tape: _Tape, weights: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Exact layer-wise activity change of every layer, ``[N, S]`` each (see the module docstring)."""
+@functools.lru_cache(maxsize=64)
+def _coverage(layer: ConvLayer, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conv layer's fixed :func:`~virtual_lab.lab.conv_geometry.input_coverage` as tensors (made once)."""
+    return tuple(torch.as_tensor(a, dtype=dtype, device=device) for a in input_coverage(layer))
+
+
+def _input_sums(layers: Sequence[ConvLayer], weights: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``sum_i dh_j/dx_i`` of every output unit ``j`` of every layer, ``[N, n_units]`` each (units channel-major).
+
+    A conv layer's is ``conv(1, W)`` without bias, formed from the kernels summed over input channels and the
+    layer's fixed geometry (:func:`~virtual_lab.lab.conv_geometry.input_coverage`: which offsets read inside the
+    zero padding); ``fc``'s the row sums of ``W``. They depend on the weights only, so a checkpoint forms them
+    once for all its chunks of probes.
+    """
+    sums = []
+    for layer, w in zip(layers, weights):
+        if layer.kind == "fc":
+            sums.append(w.sum(2))
+            continue
+        rows, cols = _coverage(layer, w.dtype, w.device)
+        sums.append(torch.einsum("noab,ay,bx->noyx", w.sum(2), rows, cols).reshape(w.shape[0], -1))
+    return sums
+
+
+def _activity_change(layers: Sequence[ConvLayer], tape: _Tape, sums: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Exact layer-wise activity change of every layer, ``[N, S]`` each (see the module docstring).
+
+    ``sums`` is :func:`_input_sums` of the weights of the pass ``tape`` records (it reads ``tape.outs`` only, so
+    the pass may be one with ``keep_pre=False``). A ReLU layer's ``relu'(h)`` is
+    the sign of its output ``relu(h)`` -- 1 where ``h > 0``, 0 where ``h <= 0`` or NaN, as ``(h > 0)`` -- in one
+    pass that is already of the floating dtype; a linear layer's change is the same for every example.
+    """
     changes = []
     for i, layer in enumerate(layers):
-        w = weights[i]
-        n = w.shape[0]
-        if layer.kind == "fc":
-            deriv = torch.ones_like(tape.pre[i])  # [N, S, out]: fc is linear
-            changes.append(torch.einsum("nbo,no->nb", deriv, w.sum(2)) / layer.n_out)
-            continue
-        ones = torch.ones((1, layer.n_in, *layer.in_shape[1:]), dtype=w.dtype, device=w.device)  # shared
-        total = _conv(ones, w, None, layer)  # sum_i dh_j/dx_i for every output unit j: [1, N*C, H, W]
+        total = sums[i]  # [N, n_units]
+        n = total.shape[0]
+        batch = tape.outs[i].shape[1 if layer.kind == "fc" else 0]
         if layer.nonlinearity == "relu":
-            per_unit = (tape.pre[i] > 0).to(w.dtype) * total
+            slopes = torch.sign(tape.outs[i]).view(batch, n, -1)  # [S, N, n_units]
+            change = slopes.mul_(total).sum(2).t()
         else:
-            per_unit = total.expand(tape.pre[i].shape[0], -1, -1, -1)
-        changes.append(_to_features(per_unit, n).sum(2) / layer.n_units)
+            change = total.sum(1, keepdim=True).expand(n, batch)
+        changes.append(change / layer.n_units)
     return changes
 
 

@@ -170,12 +170,13 @@ def _information_alignment_loss(model: ReferenceConvNet, spec: RunSpec) -> torch
             r_null = ((y @ b) ** 2).sum(1).mean()
         else:
             y = F.conv2d(x, w, None, layer.stride, layer.padding)
-            r_amp = -(y * F.conv2d(x, b, None, layer.stride, layer.padding)).sum((1, 2, 3)).mean()
+            positions = y.shape[2] * y.shape[3]  # averaged over positions as the MLP's loss is over examples
+            r_amp = -(y * F.conv2d(x, b, None, layer.stride, layer.padding)).sum((1, 2, 3)).mean() / positions
             # conv_transpose2d inverts conv2d's shape only up to the rows/columns the stride dropped
             output_padding = tuple(x.shape[d] - ((y.shape[d] - 1) * layer.stride - 2 * layer.padding
                                                  + layer.kernel_size) for d in (2, 3))
             back = F.conv_transpose2d(y, b, None, layer.stride, layer.padding, output_padding)
-            r_null = (back ** 2).sum((1, 2, 3)).mean()
+            r_null = (back ** 2).sum((1, 2, 3)).mean() / positions
         r_decay = (w ** 2).sum() + (b ** 2).sum()
         total = total + spec.ia_alpha * r_amp + spec.ia_beta * r_null + spec.ia_gamma * r_decay
     return total
